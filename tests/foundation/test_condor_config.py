@@ -1,0 +1,88 @@
+"""Each template's effective HTCondor values, read by HTCondor's own parser (htcondor2 bindings)."""
+from __future__ import annotations
+
+import pytest
+
+from condor_seed.condor_params import effective_params
+from condor_seed.recipe import available_recipes, load_recipe
+from condor_seed.render import render
+from condor_seed.validate import EMULATED_PUBLIC_IP, QUERIED, Report, base_security, check_condor_config, \
+    staged_config_dir, validate
+
+
+@pytest.mark.parametrize("name", available_recipes())
+def test_every_recipe_validates(name):
+    report = validate(load_recipe(name))
+    assert report.ok, report.failures()
+    assert len(report.checks) >= 24
+
+
+def _values(tmp_path, name, runtime=f"TCP_FORWARDING_HOST = {EMULATED_PUBLIC_IP}\n"):
+    recipe = load_recipe(name)
+    config_dir = staged_config_dir(render(recipe), tmp_path)
+    if runtime is not None:
+        (tmp_path / "rootfs/etc/condor/condor-seed-runtime.config").write_text(runtime)
+    return recipe, effective_params(config_dir, QUERIED + ["SCHEDD_HOST", "SEC_DEFAULT_AUTHENTICATION_METHODS"],
+                                    extra=base_security(recipe))
+
+
+def test_condor_annex_generation_values(tmp_path):
+    recipe, v = _values(tmp_path, "rhel9-x86_64")
+    assert v["DAEMON_LIST"].split() == ["MASTER", "COLLECTOR", "NEGOTIATOR", "SCHEDD"]
+    assert v["SEC_DAEMON_AUTHENTICATION_METHODS"] == "IDTOKENS, PASSWORD"
+    assert v["SEC_PASSWORD_FILE"] == "/etc/condor/condor_pool_password"
+    assert v["ALLOW_DAEMON"].split()[:2] == ["condor_pool@*", "condor@password"]
+    assert v["NETWORK_INTERFACE"] == "*" and v["COLLECTOR_HOST"].endswith(":9618")
+    assert v["TCP_FORWARDING_HOST"] == EMULATED_PUBLIC_IP
+    assert v["ANNEX_COLLECTOR"] is None, "no HPC_ANNEX before 24.11"
+
+
+def test_htcondor_annex_generation_adds_ap_collector(tmp_path):
+    _, v = _values(tmp_path, "rhel9-x86_64-htcondor25")
+    assert "AP_COLLECTOR" in v["DAEMON_LIST"].split()
+    assert v["ANNEX_COLLECTOR"].endswith("?sock=ap_collector")
+
+
+def test_local_recipe_binds_loopback(tmp_path):
+    _, v = _values(tmp_path, "debian13-local")
+    assert v["NETWORK_INTERFACE"] == "127.0.0.1" and v["COLLECTOR_HOST"] == "127.0.0.1:9618"
+
+
+def test_missing_boot_file_leaves_tcp_forwarding_host_unset(tmp_path):
+    _, v = _values(tmp_path, "rhel9-x86_64", runtime=None)
+    assert v["TCP_FORWARDING_HOST"] is None, "include ifexist: an absent boot file is not an error"
+
+
+def test_checks_catch_a_weakened_config(tmp_path):
+    """The checks can fail: weaken one knob in the rendered tree and the report says so."""
+    recipe = load_recipe("rhel9-x86_64")
+    config_dir = staged_config_dir(render(recipe), tmp_path)
+    (config_dir / "50-weaker.config").write_text("SEC_DAEMON_INTEGRITY = OPTIONAL\nuse ROLE : Execute\n")
+    values = effective_params(config_dir, QUERIED, extra=base_security(recipe))
+    report = Report(recipe.name)
+    check_condor_config(recipe, values, report, EMULATED_PUBLIC_IP)
+    failed = {name for name, ok, _ in report.checks if not ok}
+    assert failed == {"SEC_DAEMON_INTEGRITY = REQUIRED", "seed runs no STARTD", "TCP_FORWARDING_HOST from the boot file"}
+
+
+def test_rendered_tree_records_modes_and_owners(tmp_path):
+    tree = render(load_recipe("rhel9-x86_64"))
+    tree.write(tmp_path)
+    import json
+    listing = json.loads((tmp_path / "files.json").read_text())
+    modes = {f["path"]: f["mode"] for f in listing["files"]}
+    assert modes["/usr/libexec/condor-seed/condor-seed-public-ip"] == "0755"
+    assert modes["/etc/condor/config.d/30-seed-annex-security.config"] == "0644"
+    assert all(f["owner"] == "root" for f in listing["files"])
+    assert (tmp_path / "bake.sh").stat().st_mode & 0o777 == 0o755
+    # the bake script carries every image file, verbatim
+    for f in tree.image_files:
+        assert f"install -D -m {f.mode_octal} -o root -g root /dev/stdin {f.path} <<" in tree.bake_script.content
+        assert f.content in tree.bake_script.content
+
+
+def test_no_secret_is_rendered():
+    for name in available_recipes():
+        tree = render(load_recipe(name))
+        text = "\n".join(f.content for f in tree.image_files) + tree.bake_script.content
+        assert "PRIVATE KEY" not in text and "aws_secret_access_key" not in text.lower()
