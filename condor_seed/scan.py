@@ -43,6 +43,7 @@ CONTENT_PLUGINS = [
     "BasicAuthDetector", "OpenAIDetector",
 ]
 MAX_FILE_BYTES = 1 << 20
+PSEUDO_DIRS = {"proc", "sys", "dev", "run"}
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,24 @@ def _relative(root: Path, path: Path) -> str:
     return "/" + path.relative_to(root).as_posix()
 
 
+def _entries(root: Path):
+    """Every path under root, relative, without following symlinks (a rootfs's absolute links
+    point at the host) and without entering pseudo filesystems."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d not in PSEUDO_DIRS]
+            rel_dir = ""
+        for name in dirnames + filenames:
+            yield f"{rel_dir}/{name}".lstrip("/")
+
+
 def _forbidden(root: Path) -> list[Finding]:
     found = []
-    for pattern, reason in FORBIDDEN_PATHS:
-        # Path.glob does not follow the rootfs's absolute symlinks out to the host.
-        for path in root.glob(pattern):
-            if path.is_file() or path.is_dir() or path.is_symlink():
-                found.append(Finding(_relative(root, path), reason))
+    for rel in _entries(root):
+        reason = matches_forbidden(rel)
+        if reason:
+            found.append(Finding("/" + rel, reason))
     return found
 
 
@@ -114,6 +126,6 @@ def matches_forbidden(path: str) -> str | None:
     """Reason a single image path must not ship (used for tarball member checks), or None."""
     rel = path.lstrip("/")
     for pattern, reason in FORBIDDEN_PATHS:
-        if fnmatch.fnmatch(rel, pattern.replace("**/", "*")):
+        if fnmatch.fnmatchcase(rel, pattern.replace("**/", "*/")) or fnmatch.fnmatchcase(rel, pattern.replace("**/", "")):
             return reason
     return None
