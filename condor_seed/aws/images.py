@@ -1,0 +1,66 @@
+"""The image: create it from the stopped builder, wait, tag it and its snapshots, require IMDSv2."""
+from __future__ import annotations
+
+import botocore.exceptions
+
+from .tags import EXPIRES_TAG, tag_list, tag_specs
+from .waiters import Poller, describe_image, error_code, wait_image_available, wait_image_exists
+
+
+def create_image(ec2, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:
+    # Snapshot tags go on after the image is available (create_tags), not as a `snapshot`
+    # TagSpecification here: that keeps one code path that works on AWS and on the emulator.
+    return ec2.create_image(
+        InstanceId=instance_id, Name=name, Description=description, TagSpecifications=tag_specs(tags, "image")
+    )["ImageId"]
+
+
+def snapshot_ids(image: dict) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def finish_image(ec2, image_id: str, tags: dict[str, str], poller: Poller) -> dict:
+    """Wait for the image, tag its snapshots, set ImdsSupport=v2.0 (irreversible); return the image."""
+    wait_image_exists(ec2, image_id, poller)
+    image = wait_image_available(ec2, image_id, poller)
+    snapshots = snapshot_ids(image)
+    if snapshots:
+        ec2.create_tags(Resources=snapshots, Tags=tag_list(tags))
+    ec2.modify_image_attribute(ImageId=image_id, ImdsSupport={"Value": "v2.0"})
+    return image
+
+
+def mark_finished(ec2, image: dict) -> None:
+    """Drop the expiry tag from a finished image and its snapshots: the janitor leaves them alone."""
+    ec2.delete_tags(Resources=[image["ImageId"], *snapshot_ids(image)], Tags=[{"Key": EXPIRES_TAG}])
+
+
+def find_images(ec2, filters: list[dict]) -> list[dict]:
+    pages = ec2.get_paginator("describe_images").paginate(Owners=["self"], Filters=filters)
+    return [image for page in pages for image in page["Images"]]
+
+
+def delete_image(ec2, image_id: str, image: dict | None = None) -> list[str]:
+    """Deregister an image and delete its snapshots; return what was removed."""
+    image = image or describe_image(ec2, image_id)
+    removed = []
+    if image is not None:
+        try:
+            ec2.deregister_image(ImageId=image_id)
+            removed.append(image_id)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                raise
+        for snapshot_id in snapshot_ids(image):
+            removed += delete_snapshot(ec2, snapshot_id)
+    return removed
+
+
+def delete_snapshot(ec2, snapshot_id: str) -> list[str]:
+    try:
+        ec2.delete_snapshot(SnapshotId=snapshot_id)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "InvalidSnapshot.NotFound":
+            return []
+        raise
+    return [snapshot_id]

@@ -1,0 +1,75 @@
+"""Checks that run before a build creates anything: each failure is one actionable line."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import botocore.exceptions
+
+from ..errors import PreflightError
+from ..recipe import Recipe
+from .session import Aws
+
+
+@dataclass
+class PreflightResult:
+    account: str
+    arn: str
+    collisions: list[dict] = field(default_factory=list)  # existing images with our AMI name (--force)
+
+
+def check_region(aws: Aws, region: str) -> None:
+    """The region must exist and be enabled for this account."""
+    ec2 = aws.ec2(region)
+    try:
+        regions = ec2.describe_regions(AllRegions=True, RegionNames=[region])["Regions"]
+    except botocore.exceptions.ClientError as exc:
+        raise PreflightError(f"unknown AWS region {region!r}: {exc.response['Error'].get('Message', exc)}") from None
+    if not regions:
+        raise PreflightError(f"unknown AWS region {region!r}")
+    if regions[0].get("OptInStatus") == "not-opted-in":
+        raise PreflightError(f"region {region} is not enabled for this account (enable it under Account > AWS Regions)")
+
+
+def check_public_ready(aws: Aws, recipe: Recipe, build_region: str) -> None:
+    """A recipe published publicly needs unencrypted snapshots and image sharing allowed in every region."""
+    if not recipe.publish.get("public"):
+        return
+    for region in dict.fromkeys([build_region, *recipe.regions]):
+        ec2 = aws.ec2(region)
+        if ec2.get_ebs_encryption_by_default().get("EbsEncryptionByDefault"):
+            raise PreflightError(
+                f"EBS encryption by default is on in {region}, but recipe {recipe.name} publishes a public AMI and "
+                "encrypted AMIs cannot be made public: run `aws ec2 disable-ebs-encryption-by-default "
+                f"--region {region}` or set publish.public: false"
+            )
+        state = ec2.get_image_block_public_access_state().get("ImageBlockPublicAccessState", "unblocked")
+        if state != "unblocked":
+            raise PreflightError(
+                f"image block public access is {state!r} in {region}, so recipe {recipe.name}'s AMI cannot be made "
+                f"public: run `aws ec2 disable-image-block-public-access --region {region}` (takes up to 10 minutes; "
+                "an AWS Organizations declarative policy may lock it) or set publish.public: false"
+            )
+
+
+def find_collisions(aws: Aws, region: str, ami_name: str) -> list[dict]:
+    pages = aws.ec2(region).get_paginator("describe_images").paginate(
+        Owners=["self"], Filters=[{"Name": "name", "Values": [ami_name]}]
+    )
+    return [image for page in pages for image in page["Images"]]
+
+
+def preflight(aws: Aws, region: str, recipe: Recipe, ami_name: str, *, force: bool,
+              report: Callable[[str], None]) -> PreflightResult:
+    identity = aws.caller_identity(region)
+    report(f"preflight: AWS account {identity['Account']} as {identity['Arn']}, region {region}")
+    check_region(aws, region)
+    check_public_ready(aws, recipe, region)
+    collisions = find_collisions(aws, region, ami_name)
+    if collisions and not force:
+        ids = ", ".join(image["ImageId"] for image in collisions)
+        raise PreflightError(
+            f"an AMI named {ami_name!r} already exists in {region} ({ids}): pass --force to deregister it and delete "
+            "its snapshots"
+        )
+    return PreflightResult(identity["Account"], identity["Arn"], collisions)
