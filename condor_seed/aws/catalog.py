@@ -4,6 +4,11 @@ one region.
 """
 from __future__ import annotations
 
+import contextlib
+
+import botocore.exceptions
+
+from ..errors import SeedError
 from .images import delete_image, find_images
 from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG
 from .waiters import IMAGE_DEAD_STATES, error_code
@@ -69,3 +74,15 @@ def ssm_value(ssm, name: str | None) -> str | None:
         if error_code(exc) == "ParameterNotFound":
             return None
         raise
+
+
+@contextlib.contextmanager
+def aws_errors(what: str, error: type[SeedError] = SeedError):
+    """Turn an AWS refusal (access denied, throttled past the retries, unreachable) into one clear line."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise error(f"{what}: AWS refused {exc.operation_name}: {err.get('Code')}: {err.get('Message')}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise error(f"{what}: {exc}") from None

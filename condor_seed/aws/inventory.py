@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..recipe import Recipe
-from .catalog import recipe_images, ssm_value
+from .catalog import aws_errors, recipe_images, ssm_value
 from .session import Aws
 
 COLUMNS = ("region", "image", "created", "public", "deprecation", "latest")
@@ -22,9 +22,13 @@ class Row:
 
 def inventory(aws: Aws, recipe: Recipe, regions: list[str] | None = None) -> list[Row]:
     rows = []
-    for region in regions or recipe.regions:
-        pointer = ssm_value(aws.ssm(region), recipe.ssm_parameter())
-        for image in recipe_images(aws.ec2(region), recipe.name):
+    regions = regions or recipe.regions
+    aws.caller_identity(regions[0])
+    for region in regions:
+        with aws_errors(f"listing {recipe.name} in {region}"):
+            pointer = ssm_value(aws.ssm(region), recipe.ssm_parameter())
+            images = recipe_images(aws.ec2(region), recipe.name)
+        for image in images:
             state = image.get("State", "?")
             rows.append(Row(
                 region=region,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..cli import progress
 from ..errors import SeedError
 from ..recipe import Recipe
-from .catalog import recipe_images, retire, ssm_value
+from .catalog import aws_errors, recipe_images, retire, ssm_value
 from .session import Aws
 
 PUBLIC_QUOTA = 5  # public AMIs per region, AWS default
@@ -103,8 +103,11 @@ def prune(aws: Aws, recipe: Recipe, *, regions: list[str] | None = None, keep: i
     if keep < 1:
         raise PruneError(f"--keep must be at least 1 (got {keep})")
     plans, problems = [], []
-    for region in regions or recipe.regions:
-        plan = plan_region(aws.ec2(region), aws.ssm(region), recipe, region, keep=keep, quota=quota)
+    regions = regions or recipe.regions
+    aws.caller_identity(regions[0])
+    for region in regions:
+        with aws_errors(f"prune {recipe.name} in {region}", PruneError):
+            plan = plan_region(aws.ec2(region), aws.ssm(region), recipe, region, keep=keep, quota=quota)
         plans.append(plan)
         for line in plan.lines():
             print(("(dry run) " if dry_run else "") + line)

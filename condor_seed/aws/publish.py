@@ -26,7 +26,7 @@ from .. import manifest as manifest_mod
 from ..cli import progress
 from ..errors import SeedError
 from ..recipe import Recipe, load_recipe
-from .catalog import SOURCE_AMI_TAG, find_copies, published_tags, retire, ssm_value
+from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags, retire, ssm_value
 from .images import snapshot_ids
 from .prune import apply_plan, plan_region
 from .session import Aws
@@ -117,7 +117,9 @@ def _split_ref(ref: str) -> tuple[str, str]:
 
 
 def _source(aws: Aws, region: str, image_id: str, build: dict, path: Path | None) -> Source:
-    image = describe_image(aws.ec2(region), image_id)
+    aws.caller_identity(region)  # no credentials: one clear line, before anything else
+    with aws_errors(f"reading {region}:{image_id}", PublishError):
+        image = describe_image(aws.ec2(region), image_id)
     if image is None:
         raise PublishError(f"{region}:{image_id}: no such image (deregistered, or another account/region?)")
     name = (build.get("custom_data") or {}).get("recipe") or build.get("name") or tag_dict(image.get("Tags")).get(RECIPE_TAG)
@@ -407,11 +409,12 @@ def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = Non
         source = source_from_manifest(aws, Path(manifest))
     publisher = Publisher(aws, source, list(regions or source.recipe.regions), dry_run=dry_run,
                           poll_interval=poll_interval, copy_timeout=copy_timeout, bpa_timeout=bpa_timeout)
-    publisher.gate(disable_block_public_access)
-    if dry_run:
-        for line in publisher.plan():
-            print(f"(dry run) {line}")
-        return []
+    with aws_errors("publish gate", PublishError):
+        publisher.gate(disable_block_public_access)
+        if dry_run:
+            for line in publisher.plan():
+                print(f"(dry run) {line}")
+            return []
     outcomes = publisher.run()
     publisher.record(outcomes)
     for outcome in outcomes:

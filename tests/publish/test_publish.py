@@ -230,3 +230,12 @@ def test_dry_run_changes_nothing(emulated, seed, capsys):
     assert emulated.mutating() == []
     assert emulated.calls, "the plan reads the account"
     assert images(emulated, "us-west-2") == [] and not only_image(emulated, "us-east-1")["Public"]
+
+
+def test_aws_refusal_in_the_gate_is_one_clear_line(emulated, seed):
+    """mocked: the emulator lacks GetImageBlockPublicAccessState; here it answers access denied."""
+    _, path = seed
+    emulated.fail("us-west-2", "GetImageBlockPublicAccessState", code="UnauthorizedOperation")
+    with pytest.raises(PublishError, match="AWS refused GetImageBlockPublicAccessState: UnauthorizedOperation"):
+        publish_ami(emulated.aws, manifest=path, **FAST)
+    assert emulated.mutating() == []
