@@ -30,7 +30,7 @@ from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags, re
 from .images import snapshot_ids
 from .prune import apply_plan, plan_region
 from .session import Aws
-from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, tag_dict, tag_list
+from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, parse_utc, tag_dict, tag_list
 from .waiters import Poller, describe_image, wait_image_available, wait_image_exists
 
 POLL_INTERVAL = 5.0      # seconds between polls of a copy's state and of block public access
@@ -75,8 +75,15 @@ class Source:
         if self.build.get("build_time"):
             built = dt.datetime.fromtimestamp(int(self.build["build_time"]), dt.timezone.utc)
         else:
-            built = parse_time(self.image["CreationDate"])
+            built = parse_utc(self.image["CreationDate"])
         return (built + dt.timedelta(days=days)).replace(second=0, microsecond=0)
+
+    def copy_attempts(self) -> dict[str, int]:
+        """How many copies per region earlier runs undid (manifest `copy_attempts`: `region=N,…`).
+        Each undone copy moves that region to a fresh ClientToken: AWS would hand the old token's
+        (deregistered) image back."""
+        pairs = (p.split("=", 1) for p in self.custom.get("copy_attempts", "").split(",") if "=" in p)
+        return {region: int(n) for region, n in pairs}
 
 
 @dataclass
@@ -92,10 +99,6 @@ class Outcome:
         if self.ok:
             return f"{self.region}: published {self.image_id}" + "".join(f"; {n}" for n in self.notes)
         return f"{self.region}: FAILED: {self.error}"
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def client_token(source_ref: str, region: str, attempt: int) -> str:
@@ -273,7 +276,8 @@ class Publisher:
 
     def _copy(self, ec2, region: str) -> str:
         tags = tag_list(self.tags())
-        for attempt in range(5):
+        first = self.source.copy_attempts().get(region, 0)
+        for attempt in range(first, first + 5):
             self.say(f"copying {self.source.ref}", region)
             image_id = ec2.copy_image(
                 SourceImageId=self.source.image_id, SourceRegion=self.source.region,
@@ -305,7 +309,7 @@ class Publisher:
         resources = [image_id, *snapshot_ids(image)]
         ec2.create_tags(Resources=resources, Tags=tag_list(self.tags()))
         deprecate_at = self.source.deprecate_at()
-        if deprecate_at and (not image.get("DeprecationTime") or parse_time(image["DeprecationTime"]) != deprecate_at):
+        if deprecate_at and parse_utc(image.get("DeprecationTime") or "") != deprecate_at:
             self.say(f"{image_id}: deprecation at {deprecate_at:%Y-%m-%d %H:%M}Z", region)
             ec2.enable_image_deprecation(ImageId=image_id, DeprecateAt=deprecate_at)
         if self.recipe.publish.get("prune"):
@@ -345,7 +349,8 @@ class Publisher:
         for region in self.regions:
             image = self.existing(region)
             if image is None:
-                lines.append(f"{region}: copy {self.source.ref} (ClientToken {client_token(self.source.ref, region, 0)[:12]}…)")
+                token = client_token(self.source.ref, region, self.source.copy_attempts().get(region, 0))
+                lines.append(f"{region}: copy {self.source.ref} (ClientToken {token[:12]}…)")
             elif region == self.source.region:
                 lines.append(f"{region}: publish the source image {image['ImageId']} in place")
             else:
@@ -369,8 +374,9 @@ class Publisher:
         return lines
 
     def run(self) -> list[Outcome]:
-        for region in self.regions:  # clients are made here, before the threads share them
-            self.aws.ec2(region), self.aws.ssm(region)
+        for region in self.regions:  # make the clients before the threads share them
+            self.aws.ec2(region)
+            self.aws.ssm(region)
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(self.regions), 16)) as pool:
             return list(pool.map(self.run_region, self.regions))
 
@@ -380,14 +386,18 @@ class Publisher:
             return
         pairs = manifest_mod.parse_artifact_id(self.source.build.get("artifact_id", ""))
         pairs.setdefault(self.source.region, self.source.image_id)
+        attempts = self.source.copy_attempts()
         for outcome in outcomes:
             if outcome.ok:
                 pairs[outcome.region] = outcome.image_id
             elif outcome.created:
                 pairs.pop(outcome.region, None)
+                attempts[outcome.region] = attempts.get(outcome.region, 0) + 1
         ordered = {self.source.region: pairs.pop(self.source.region), **pairs}
         artifact_id = manifest_mod.format_artifact_id(ordered)
         extra = {"source_ami": self.source.ref}
+        if attempts:
+            extra["copy_attempts"] = ",".join(f"{r}={n}" for r, n in sorted(attempts.items()))
         if self.recipe.ssm_parameter():
             extra["ssm_parameter"] = self.recipe.ssm_parameter()
         manifest_mod.update_build(self.source.manifest_path, self.source.build.get("packer_run_uuid"),
@@ -410,10 +420,18 @@ def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = Non
     publisher = Publisher(aws, source, list(regions or source.recipe.regions), dry_run=dry_run,
                           poll_interval=poll_interval, copy_timeout=copy_timeout, bpa_timeout=bpa_timeout)
     with aws_errors("publish gate", PublishError):
-        publisher.gate(disable_block_public_access)
-        if dry_run:
+        try:
+            publisher.gate(disable_block_public_access)
+            refusal = None
+        except PublishError as exc:
+            if not dry_run:
+                raise
+            refusal = exc
+        if dry_run:  # the whole plan, then the gate's verdict
             for line in publisher.plan():
                 print(f"(dry run) {line}")
+            if refusal:
+                raise refusal
             return []
     outcomes = publisher.run()
     publisher.record(outcomes)

@@ -191,10 +191,14 @@ def test_regional_failure_is_undone_reported_and_rerun_finishes(emulated, seed):
     assert list(recorded) == ["us-east-1", "us-west-2"]
     west = only_image(emulated, "us-west-2")["ImageId"]
 
+    assert manifest.find_build(manifest.load(path))["custom_data"]["copy_attempts"] == "us-east-2=1"
+
     emulated.failures.clear()
     emulated.calls.clear()
     publish_ami(emulated.aws, manifest=path, **FAST)
-    assert [c.region for c in emulated.ops(operation="CopyImage")] == ["us-east-2"]
+    [copy] = emulated.ops(operation="CopyImage")
+    assert copy.region == "us-east-2"  # a fresh token: AWS would return the undone copy for the old one
+    assert copy.params["ClientToken"] == client_token(f"us-east-1:{source}", "us-east-2", 1)
     assert only_image(emulated, "us-west-2")["ImageId"] == west
     assert only_image(emulated, "us-east-1")["ImageId"] == source
     east2 = only_image(emulated, "us-east-2")
@@ -229,6 +233,11 @@ def test_dry_run_changes_nothing(emulated, seed, capsys):
     assert "would turn off image block public access" in out.err
     assert emulated.mutating() == []
     assert emulated.calls, "the plan reads the account"
+    emulated.calls.clear()
+    with pytest.raises(PublishError, match="disable-image-block-public-access --region us-east-2"):
+        publish_ami(emulated.aws, manifest=path, dry_run=True, **FAST)
+    assert f"us-east-2: copy us-east-1:{source}" in capsys.readouterr().out  # the plan, then the refusal
+    assert emulated.mutating() == []
     assert images(emulated, "us-west-2") == [] and not only_image(emulated, "us-east-1")["Public"]
 
 
