@@ -7,6 +7,7 @@ setting) points every client at another endpoint, which is how the tests reach t
 from __future__ import annotations
 
 import re
+import threading
 
 import boto3
 import botocore.config
@@ -31,14 +32,16 @@ class Aws:
         except botocore.exceptions.ProfileNotFound:
             raise PreflightError(f"AWS profile {profile!r} not found in your AWS config") from None
         self._clients: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()  # a boto3 Session is not thread-safe; its clients are
 
     def client(self, service: str, region: str):
         if not REGION_RE.match(region or ""):
             raise PreflightError(f"{region!r} is not an AWS region name (like us-east-1)")
         key = (service, region)
-        if key not in self._clients:
-            self._clients[key] = self.session.client(service, region_name=region, config=client_config())
-        return self._clients[key]
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = self.session.client(service, region_name=region, config=client_config())
+            return self._clients[key]
 
     def ec2(self, region: str):
         return self.client("ec2", region)

@@ -1,0 +1,291 @@
+"""`invoke build-seed`: bake a recipe on an EC2 instance (no SSH) and turn it into a tagged AMI.
+
+preflight -> base image -> security group -> builder (user data = bake script) -> wait for power-off
+and the success marker -> create_image -> image exists / available -> tags on snapshots, IMDSv2 ->
+terminate builder -> delete security group -> manifest. Every step undoes itself in reverse when a
+later one fails or the run is interrupted (Ctrl-C, SIGTERM).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import manifest
+from ..cli import progress
+from ..errors import SeedError
+from ..fingerprint import fingerprint
+from ..pipeline import Cancelled, Pipeline, Step, cancellable_sleep, sigterm_as_interrupt
+from ..recipe import Recipe
+from ..render import MARKERS, render
+from ..userdata import encode_user_data
+from . import images, instances
+from .base_image import BaseImage, describe_base_image, find_base_image
+from .preflight import preflight
+from .session import Aws
+from .tags import (BASE_AMI_TAG, BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG,
+                   build_filter, utc_iso)
+from .waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY, Poller, fmt_seconds
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class BuildOptions:
+    region: str
+    force: bool = False
+    base_ami: str | None = None
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT  # for each long wait: the bake, the image
+    console_every: float = 30.0  # read the console this often while the guest runs
+    report_every: float = REPORT_EVERY
+    manifest_dir: Path | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], dt.datetime] = utcnow
+
+
+@dataclass
+class BuildResult:
+    recipe: str
+    build_id: str
+    region: str
+    image_id: str
+    manifest_path: Path
+    build: dict
+    seconds: float
+
+
+def new_build_id(now: dt.datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Build:
+    """One recipe's build; the attributes fill in as steps run (and tell undo what exists)."""
+
+    aws: Aws
+    recipe: Recipe
+    opts: BuildOptions
+    report: Callable[[str], None]
+    sleep: Callable[[float], None] | None = None
+    started: dt.datetime = field(init=False)
+    build_id: str = field(init=False)
+    ami_name: str = field(init=False)
+    base: BaseImage | None = None
+    fingerprint: str = ""
+    user_data: bytes = b""
+    collisions: list[dict] = field(default_factory=list)
+    group_id: str | None = None
+    instance_id: str | None = None
+    image_id: str | None = None
+    image: dict | None = None
+    console: str = ""
+    manifest_path: Path | None = None
+    build: dict | None = None
+
+    def __post_init__(self):
+        self.started = self.opts.now()
+        self.build_id = new_build_id(self.started)
+        self.ami_name = self.recipe.ami_name(self.started.strftime("%Y%m%d-%H%M%S"))
+        self.ec2 = self.aws.ec2(self.opts.region)
+        self.poller = Poller(interval=self.opts.poll_interval, timeout=self.opts.timeout,
+                             sleep=self.sleep or self.opts.sleep, clock=self.opts.clock, report=self.report,
+                             report_every=self.opts.report_every)
+        self.tree = render(self.recipe)
+
+    # ------------------------------------------------------------------ tags
+    def tags(self, role: str, name: str, finished: bool = False) -> dict[str, str]:
+        tags = dict(self.recipe.tags)
+        tags.update({
+            NAME_TAG: name,
+            RECIPE_TAG: self.recipe.name,
+            BUILD_ID_TAG: self.build_id,
+            FINGERPRINT_TAG: self.fingerprint,
+            BASE_AMI_TAG: self.base.image_id if self.base else "",
+            ROLE_TAG: role,
+        })
+        if not finished:
+            # Long enough for both waits and the clean-up; the janitor removes what outlives it.
+            tags[EXPIRES_TAG] = utc_iso(self.started + dt.timedelta(seconds=2 * self.opts.timeout + 3600))
+        return tags
+
+    # ------------------------------------------------------------------ steps
+    def steps(self) -> list[Step]:
+        return [
+            Step("preflight", self.preflight),
+            Step("remove the colliding AMI (--force)", self.remove_collisions),
+            Step("base image", self.find_base),
+            Step("security group", self.create_group, self.delete_group),
+            Step("launch builder", self.launch, self.terminate_builder),
+            Step("bake", self.wait_bake),
+            Step("create image", self.create_image, self.delete_image),
+            Step("wait for image", self.wait_image),
+            Step("terminate builder", self.terminate_builder),
+            Step("delete security group", self.delete_group),
+            Step("manifest", self.write_manifest),
+        ]
+
+    def preflight(self):
+        result = preflight(self.aws, self.opts.region, self.recipe, self.ami_name, force=self.opts.force,
+                           report=self.report)
+        self.collisions = result.collisions
+        self.user_data = encode_user_data(self.tree.bake_script.content)
+
+    def remove_collisions(self):
+        for image in self.collisions:
+            removed = images.delete_image(self.ec2, image["ImageId"], image)
+            self.report(f"--force: removed {', '.join(removed) or image['ImageId']} (AMI named {self.ami_name!r})")
+
+    def find_base(self):
+        if self.opts.base_ami:
+            self.base = describe_base_image(self.ec2, self.opts.base_ami, self.recipe)
+        else:
+            self.base = find_base_image(self.ec2, self.recipe)
+        self.fingerprint = fingerprint(self.tree, self.base.image_id)
+        self.report(f"base image {self.base.image_id} ({self.base.name}, {self.base.creation_date}); "
+                    f"fingerprint {self.fingerprint[:19]}…; build id {self.build_id}")
+
+    def create_group(self):
+        self.group_id = instances.create_security_group(
+            self.ec2, f"condor-seed-build-{self.build_id}",
+            f"condor-seed builder {self.recipe.name} {self.build_id}: no inbound rules",
+            self.tags("builder", f"condor-seed builder {self.recipe.name}"),
+        )
+        self.report(f"security group {self.group_id} (no inbound rules)")
+
+    def delete_group(self):
+        groups = dict.fromkeys(([self.group_id] if self.group_id else []) + instances.find_security_groups(
+            self.ec2, self.build_id))
+        for group_id in groups:
+            instances.delete_security_group(self.ec2, group_id, self.poller)
+            self.report(f"deleted security group {group_id}")
+        self.group_id = None
+
+    def launch(self):
+        self.instance_id = instances.launch_instance(
+            self.ec2, image_id=self.base.image_id, instance_type=self.recipe.instance_type, group_id=self.group_id,
+            tags=self.tags("builder", f"condor-seed builder {self.recipe.name}"),
+            client_token=f"condor-seed-{self.build_id}-builder", user_data=self.user_data,
+            root_device=self.base.root_device_name, root_volume=self.recipe.root_volume,
+        )
+        self.report(f"builder {self.instance_id} ({self.recipe.instance_type}) launched; waiting for the bake "
+                    f"(timeout {fmt_seconds(self.opts.timeout)})")
+
+    def terminate_builder(self):
+        ids = list(dict.fromkeys(([self.instance_id] if self.instance_id else []) + instances.find_instances(
+            self.ec2, self.build_id)))
+        if ids:
+            instances.terminate_instances(self.ec2, ids, self.poller)
+            self.report(f"terminated builder {', '.join(ids)}")
+
+    def wait_bake(self):
+        self.console = instances.wait_for_bake(self.ec2, self.instance_id, marker=MARKERS["bake"],
+                                               recipe=self.recipe.name, poller=self.poller,
+                                               console_every=self.opts.console_every)
+        self.report("bake succeeded: the guest reported success, a clean secret scan, and powered off")
+
+    def create_image(self):
+        self.image_id = images.create_image(self.ec2, self.instance_id, self.ami_name,
+                                            self.recipe.ami_description(), self.tags("image", self.ami_name))
+        self.report(f"creating image {self.image_id} ({self.ami_name})")
+
+    def delete_image(self):
+        known = [self.image_id] if self.image_id else []
+        found = [i["ImageId"] for i in images.find_images(self.ec2, build_filter(self.build_id))]
+        for image_id in dict.fromkeys(known + found):
+            removed = images.delete_image(self.ec2, image_id)
+            if removed:
+                self.report(f"removed {', '.join(removed)}")
+        self.image_id = None
+
+    def wait_image(self):
+        self.image = images.finish_image(self.ec2, self.image_id, self.tags("image", self.ami_name), self.poller)
+        self.report(f"image {self.image_id} available; image and snapshots tagged; ImdsSupport=v2.0")
+
+    def write_manifest(self):
+        encrypted = any(m.get("Ebs", {}).get("Encrypted") for m in self.image.get("BlockDeviceMappings", []))
+        self.build = manifest.new_build(
+            recipe=self.recipe.name, build_id=self.build_id, region_amis={self.opts.region: self.image_id},
+            build_time=int(self.opts.now().timestamp()),
+            custom_data={
+                "recipe": self.recipe.name,
+                "fingerprint": self.fingerprint,
+                "base_ami": self.base.image_id,
+                "base_ami_name": self.base.name,
+                "base_ami_date": self.base.creation_date,
+                "htcondor_version": self.recipe.data["htcondor"]["version"],
+                "build_id": self.build_id,
+                "ami_name": self.ami_name,
+                "secret_scan": "passed",  # wait_bake only returns on `SUCCESS … scan=clean`
+                "smoke_test": "not-run",
+                "encrypted": "true" if encrypted else "false",
+            },
+        )
+        images.mark_finished(self.ec2, self.image)
+        self.manifest_path = manifest.append_build(manifest.path_for(self.recipe.name, self.opts.manifest_dir),
+                                                   self.build)
+
+    def run(self) -> BuildResult:
+        start = self.opts.clock()
+        Pipeline(report=self.report).run(self.steps())
+        seconds = self.opts.clock() - start
+        self.report(f"done in {fmt_seconds(seconds)}: {self.opts.region}:{self.image_id}; manifest {self.manifest_path}")
+        return BuildResult(self.recipe.name, self.build_id, self.opts.region, self.image_id, self.manifest_path,
+                           self.build, seconds)
+
+
+def build_recipe(aws: Aws, recipe: Recipe, opts: BuildOptions, report: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> BuildResult:
+    report = report or (lambda message: progress(message, prefix=f"[{recipe.name}] "))
+    return Build(aws, recipe, opts, report, sleep).run()
+
+
+def build_recipes(aws: Aws, recipes: list[Recipe], opts: BuildOptions) -> list[BuildResult]:
+    """Build one recipe in this thread, several concurrently (one prefixed log stream each).
+
+    Ctrl-C or SIGTERM reaches the main thread; it tells every build to stop, and each undoes its
+    own steps before this returns (by raising the interrupt).
+    """
+    with sigterm_as_interrupt():
+        if len(recipes) == 1:
+            return [build_recipe(aws, recipes[0], opts)]
+        cancel = threading.Event()
+        sleep = cancellable_sleep(cancel, opts.sleep)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(recipes), thread_name_prefix="build") as pool:
+            futures = {pool.submit(build_recipe, aws, recipe, opts, None, sleep): recipe for recipe in recipes}
+            try:
+                concurrent.futures.wait(futures)
+            except KeyboardInterrupt:
+                progress("interrupted: stopping every build and undoing what each created")
+                cancel.set()
+                _wait_quietly(futures)
+                raise
+        results, failures = [], []
+        for future, recipe in futures.items():
+            try:
+                results.append(future.result())
+            except Cancelled:
+                failures.append(f"{recipe.name} (cancelled)")
+            except Exception as exc:  # each build already reported its own failure in full
+                failures.append(f"{recipe.name} ({exc})")
+        if failures:
+            raise SeedError(f"{len(failures)} of {len(recipes)} builds failed: {'; '.join(failures)}")
+        return results
+
+
+def _wait_quietly(futures) -> None:
+    """Wait for the workers' clean-up; a second Ctrl-C is noted, not obeyed."""
+    while True:
+        try:
+            concurrent.futures.wait(futures)
+            return
+        except KeyboardInterrupt:
+            progress("still cleaning up, please wait")

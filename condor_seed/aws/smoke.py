@@ -1,0 +1,167 @@
+"""`invoke smoke-test --region R --ami ID`: boot the new image and require the seed's console markers.
+
+The instance runs as a user would run the seed (IMDSv2 required, no key pair, no inbound rule, no
+instance profile); the test passes when the boot script reported (`CONDOR-SEED-BOOT:`) and the
+collector, negotiator and schedd are up (`CONDOR-SEED-READY: collector negotiator schedd up`).
+The instance and its security group are removed on every exit path.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..cli import progress
+from ..errors import PreflightError
+from ..pipeline import Pipeline, Step, sigterm_as_interrupt
+from ..render import MARKERS
+from . import instances
+from .build import new_build_id, utcnow
+from .session import Aws
+from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, tag_dict, utc_iso)
+from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, describe_image, fmt_seconds
+
+READY_LINE = f"{MARKERS['ready']} collector negotiator schedd up"
+DEFAULT_SMOKE_TIMEOUT = 15 * 60.0
+INSTANCE_TYPES = {"x86_64": "t3.large", "arm64": "t4g.large"}
+
+
+class SmokeFailed(instances.GuestFailed):
+    """The seed did not come up as it should."""
+
+
+@dataclass
+class SmokeResult:
+    region: str
+    image_id: str
+    instance_id: str
+    seconds: float
+    console: str
+
+
+def smoke_verdict(text: str) -> tuple[bool | None, str]:
+    """(True, line) when booted and ready; (False, line) on a reported failure; (None, "") meanwhile."""
+    lines = [line.strip() for line in (text or "").splitlines()]
+    for line in lines:
+        if any(line.startswith(f"{marker} FAILED") for marker in MARKERS.values()):
+            return False, line
+    booted = any(line.startswith(MARKERS["boot"]) for line in lines)
+    if booted and READY_LINE in lines:
+        return True, READY_LINE
+    return None, "boot marker seen, daemons not up yet" if booted else "no boot marker yet"
+
+
+@dataclass
+class SmokeTest:
+    aws: Aws
+    region: str
+    image_id: str
+    report: Callable[[str], None]
+    instance_type: str | None = None
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    timeout: float = DEFAULT_SMOKE_TIMEOUT
+    report_every: float = REPORT_EVERY
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], dt.datetime] = utcnow
+
+    def __post_init__(self):
+        self.ec2 = self.aws.ec2(self.region)
+        self.run_id = f"smoke-{new_build_id(self.now())}"
+        self.poller = Poller(interval=self.poll_interval, timeout=self.timeout, sleep=self.sleep, clock=self.clock,
+                             report=self.report, report_every=self.report_every)
+        self.group_id = self.instance_id = None
+        self.image: dict = {}
+        self.console = ""
+
+    def tags(self) -> dict[str, str]:
+        recipe = tag_dict(self.image.get("Tags")).get(RECIPE_TAG, "unknown")
+        return {
+            NAME_TAG: f"condor-seed smoke test {self.image_id}",
+            RECIPE_TAG: recipe,
+            BUILD_ID_TAG: self.run_id,
+            ROLE_TAG: "smoke-test",
+            EXPIRES_TAG: utc_iso(self.now() + dt.timedelta(seconds=self.timeout + 3600)),
+        }
+
+    def preflight(self):
+        identity = self.aws.caller_identity(self.region)
+        self.report(f"preflight: AWS account {identity['Account']}, region {self.region}")
+        image = describe_image(self.ec2, self.image_id)
+        if image is None or image.get("State") != "available":
+            state = image.get("State") if image else "not found"
+            raise PreflightError(f"AMI {self.image_id} in {self.region}: {state} (need an available image)")
+        self.image = image
+        arch = image.get("Architecture", "x86_64")
+        self.instance_type = self.instance_type or INSTANCE_TYPES.get(arch, "t3.large")
+
+    def create_group(self):
+        self.group_id = instances.create_security_group(
+            self.ec2, f"condor-seed-{self.run_id}", f"condor-seed smoke test of {self.image_id}: no inbound rules",
+            self.tags())
+
+    def delete_group(self):
+        for group_id in dict.fromkeys(([self.group_id] if self.group_id else [])
+                                      + instances.find_security_groups(self.ec2, self.run_id)):
+            instances.delete_security_group(self.ec2, group_id, self.poller)
+        self.group_id = None
+
+    def launch(self):
+        self.instance_id = instances.launch_instance(
+            self.ec2, image_id=self.image_id, instance_type=self.instance_type, group_id=self.group_id,
+            tags=self.tags(), client_token=f"condor-seed-{self.run_id}")
+        self.report(f"smoke-test instance {self.instance_id} ({self.instance_type}) launched from {self.image_id}")
+
+    def terminate(self):
+        ids = list(dict.fromkeys(([self.instance_id] if self.instance_id else [])
+                                 + instances.find_instances(self.ec2, self.run_id)))
+        if ids:
+            instances.terminate_instances(self.ec2, ids, self.poller)
+            self.report(f"terminated {', '.join(ids)}")
+
+    def wait_ready(self):
+        console = instances.Console(self.ec2, self.instance_id)
+
+        def probe():
+            instance = instances.describe_instance(self.ec2, self.instance_id)
+            state = instance["State"]["Name"] if instance else "terminated"
+            if state not in ("pending", "running"):
+                reason = instances.state_reason(instance) if instance else "instance vanished"
+                raise SmokeFailed(f"smoke-test instance {self.instance_id} is {state}: {reason}; console tail: "
+                                  f"{instances.console_tail(self.console)}")
+            if state == "pending":
+                return False, "instance pending", None
+            self.console = console.read()
+            ok, line = smoke_verdict(self.console)
+            if ok is False:
+                raise SmokeFailed(f"the seed reported a failure: {line}; console tail: "
+                                  f"{instances.console_tail(self.console)}")
+            return bool(ok), line, None
+
+        try:
+            self.poller.until(f"the seed on {self.instance_id} to report its daemons up", probe)
+        except instances.WaitTimeout as exc:
+            raise SmokeFailed(f"{exc}; console tail: {instances.console_tail(self.console)}") from None
+        self.report(f"seed is up: {READY_LINE!r}")
+
+    def run(self) -> SmokeResult:
+        start = self.clock()
+        with sigterm_as_interrupt():
+            Pipeline(report=self.report).run([
+                Step("preflight", self.preflight),
+                Step("security group", self.create_group, self.delete_group),
+                Step("launch", self.launch, self.terminate),
+                Step("wait for the seed", self.wait_ready),
+                Step("terminate", self.terminate),
+                Step("delete security group", self.delete_group),
+            ])
+        seconds = self.clock() - start
+        self.report(f"smoke test passed in {fmt_seconds(seconds)}")
+        return SmokeResult(self.region, self.image_id, self.instance_id, seconds, self.console)
+
+
+def smoke_test(aws: Aws, region: str, image_id: str, report: Callable[[str], None] | None = None,
+               **options) -> SmokeResult:
+    report = report or (lambda message: progress(message, prefix=f"[smoke {image_id}] "))
+    return SmokeTest(aws, region, image_id, report, **options).run()

@@ -1,0 +1,338 @@
+"""Test-only helpers around the moto server that runs in this process (see tests/conftest.py).
+
+- `GuestSimulator` plays the EC2 guest: it reads each new instance's user data through the API,
+  checks it is our bake script, writes console output with the marker (or a failure) and powers the
+  instance off (stops it in the moto backend), like the bake script's `systemctl poweroff` would.
+  An instance launched from one of our images without user data plays the seed booting.
+- `ImageDelays` makes images created by `create_image` start `pending` (or end `failed` with a
+  StateReason), the way AWS takes minutes to snapshot.
+- `Recorder` records every API operation (and its parameters) made through a boto3 Session.
+- `EmulatorGaps` answers, on the same Session, the calls moto does not implement, checking each
+  canned response against botocore's service model as Stubber does.
+- `Throttle` injects `RequestLimitExceeded` (HTTP 503) responses with a `before-send` hook.
+Production code knows none of this: tests hand it a boto3 Session and a sleep function.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.validate import ParamValidator
+
+from condor_seed.aws.tags import RECIPE_TAG
+from condor_seed.render import MARKERS
+
+ACCOUNT = "123456789012"
+RED_HAT = "309956199498"
+
+
+def backend(region: str = "us-east-1"):
+    from moto.backends import get_backend
+
+    return get_backend("ec2")[ACCOUNT][region]
+
+
+# ------------------------------------------------------------------ base images
+def add_image(region: str, image_id: str, name: str, *, arch: str = "x86_64", date: str = "2024-06-05",
+              owner: str = RED_HAT) -> str:
+    import datetime as dt
+
+    from moto.ec2.models.amis import Ami
+
+    be = backend(region)
+    be.amis[image_id] = Ami(be, image_id, name=name, owner_id=owner, architecture=arch,
+                            creation_date=dt.datetime.fromisoformat(date), root_device_name="/dev/sda1")
+    return image_id
+
+
+def add_rhel_images(region: str = "us-east-1") -> dict[str, str]:
+    """A small Red Hat catalogue: the newest matching image must win, the rest must not."""
+    return {
+        "rhel9_old": add_image(region, "ami-0aaa00000000rhel9", "RHEL-9.3.0_HVM-20231101-x86_64-5-Hourly2-GP3",
+                               date="2023-11-01"),
+        "rhel9": add_image(region, "ami-0bbb00000000rhel9", "RHEL-9.4.0_HVM-20240605-x86_64-82-Hourly2-GP3",
+                           date="2024-06-05"),
+        "rhel9_arm": add_image(region, "ami-0ccc0000000arm64", "RHEL-9.4.0_HVM-20240605-arm64-82-Hourly2-GP3",
+                               arch="arm64", date="2024-06-06"),
+        "rhel8": add_image(region, "ami-0ddd00000000rhel8", "RHEL-8.10.0_HVM-20240601-x86_64-1-Hourly2-GP3",
+                           date="2024-06-01"),
+        "rhel9_gp2": add_image(region, "ami-0eee000000000gp2", "RHEL-9.4.0_HVM-20240701-x86_64-82-Hourly2-GP2",
+                               date="2024-07-01"),
+        "impostor": add_image(region, "ami-0fff00000impostor", "RHEL-9.9.0_HVM-20250101-x86_64-1-Hourly2-GP3",
+                              date="2025-01-01", owner="999999999999"),
+    }
+
+
+# ------------------------------------------------------------------ guest simulator
+def decode_user_data(value: str) -> str:
+    raw = base64.b64decode(value)
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return raw.decode()
+
+
+@dataclass
+class GuestSimulator:
+    """mode: success | fail | hang (bake); seed: ready | fail | silent (smoke test)."""
+
+    endpoint: str
+    region: str = "us-east-1"
+    mode: str = "success"
+    seed: str = "ready"
+    bake_seconds: float = 0.05
+    boot_seconds: float = 0.05
+    console: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, str] = field(default_factory=dict)  # instance id -> what it was judged to be
+    events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, instance, what)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._client = boto3.client("ec2", region_name=self.region, endpoint_url=self.endpoint)  # not recorded
+        self._thread = threading.Thread(target=self._loop, name="guest-simulator", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self):
+        while not self._stop.wait(0.01):
+            for instance in list(backend(self.region).all_instances()):
+                if instance.id not in self.seen and instance.state == "running":
+                    self.seen[instance.id] = "starting"
+                    threading.Thread(target=self._play, args=(instance,), daemon=True).start()
+
+    def _play(self, instance):
+        attr = self._client.describe_instance_attribute(InstanceId=instance.id, Attribute="userData")
+        encoded = attr.get("UserData", {}).get("Value")
+        if encoded:
+            self._bake(instance, decode_user_data(encoded))
+        else:
+            self._boot(instance)
+
+    def _bake(self, instance, script: str):
+        marker = MARKERS["bake"]
+        ok = script.startswith("#!/bin/bash") and f'MARKER="{marker}"' in script and "poweroff" in script
+        match = re.search(r'"\$MARKER SUCCESS recipe=(\S+) scan=clean"', script)
+        if not ok or not match:
+            self.seen[instance.id] = "not a bake script"
+            self.console[instance.id] = "cloud-init: user data is not a condor-seed bake script\n"
+            return
+        recipe = match.group(1)
+        self.seen[instance.id] = f"bake {recipe} ({self.mode})"
+        self.console[instance.id] = f"cloud-init: running user data\n{marker} step: install HTCondor\n"
+        if self.mode == "hang":
+            return
+        time.sleep(self.bake_seconds)
+        if self.mode == "fail":  # the ERR trap prints FAILED and exits; nothing powers off
+            self.console[instance.id] += f"{marker} FAILED recipe={recipe} line=42 exit=1\n"
+            self._event(instance, "bake failed")
+            return
+        self.console[instance.id] += f"{marker} step: scan\n{marker} SUCCESS recipe={recipe} scan=clean\n"
+        self.power_off(instance)
+
+    def _boot(self, instance):
+        image = backend(self.region).amis.get(instance.image_id)
+        tags = {t["key"]: t["value"] for t in (image.get_tags() if image else [])}
+        if RECIPE_TAG not in tags:
+            self.seen[instance.id] = "unknown image"
+            return
+        self.seen[instance.id] = f"seed ({self.seed})"
+        if self.seed == "silent":
+            return
+        time.sleep(self.boot_seconds)
+        self.console[instance.id] = f"{MARKERS['first_boot']} created pool password\n" \
+                                    f"{MARKERS['boot']} public-ip=203.0.113.7 TCP_FORWARDING_HOST set\n"
+        time.sleep(self.boot_seconds)
+        line = "FAILED: daemons not up in time" if self.seed == "fail" else "collector negotiator schedd up"
+        self.console[instance.id] += f"{MARKERS['ready']} {line}\n"
+        self._event(instance, "seed " + self.seed)
+
+    def power_off(self, instance):
+        from moto.ec2.models.instances import StateReason
+
+        instance.stop()
+        instance.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+                                            "Client.InstanceInitiatedShutdown")
+        self._event(instance, "stopped")
+
+    def _event(self, instance, what: str):
+        self.events.append((time.monotonic(), instance.id, what))
+
+    def event_time(self, what: str) -> float | None:
+        return next((t for t, _, w in self.events if w == what), None)
+
+
+def patch_console_output(monkeypatch, console: dict[str, str]):
+    """moto returns a fixed sample console; serve the simulator's text instead."""
+    from moto.ec2.responses import general
+
+    original = general.General.get_console_output
+
+    def get_console_output(self):
+        instance_id = self._get_param("InstanceId")
+        if instance_id not in console:
+            return original(self)
+        from moto.core.responses import ActionResult
+        from moto.core.utils import utcnow
+        from moto.ec2.utils import Base64EncodedString
+
+        instance = self.ec2_backend.get_instance(instance_id)
+        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
+                             "Output": Base64EncodedString.from_raw_string(console[instance_id])})
+
+    monkeypatch.setattr(general.General, "get_console_output", get_console_output)
+
+
+# ------------------------------------------------------------------ image delays
+@dataclass
+class ImageDelays:
+    """New images start `pending` and become available (or `failed`) after `seconds`."""
+
+    seconds: float = 0.0
+    fail_reason: tuple[str, str] | None = None  # (code, message) -> the image ends `failed`
+    created: list[str] = field(default_factory=list)
+    flipped: dict[str, float] = field(default_factory=dict)  # image id -> monotonic time of the flip
+
+    def install(self, monkeypatch):
+        from moto.ec2.models.amis import AmiBackend
+
+        original = AmiBackend.create_image
+        delays = self
+
+        def create_image(backend_self, *args, **kwargs):
+            ami = original(backend_self, *args, **kwargs)
+            delays.created.append(ami.id)
+            if delays.seconds or delays.fail_reason:
+                ami.state = "pending"
+                threading.Timer(delays.seconds, delays._flip, args=(ami,)).start()
+            return ami
+
+        monkeypatch.setattr(AmiBackend, "create_image", create_image)
+        return self
+
+    def _flip(self, ami):
+        if self.fail_reason:
+            ami.state = "failed"
+            ami.state_reason = {"Code": self.fail_reason[0], "Message": self.fail_reason[1]}
+        else:
+            ami.state = "available"
+        self.flipped[ami.id] = time.monotonic()
+
+
+# ------------------------------------------------------------------ recorder, gaps, throttling
+@dataclass
+class Call:
+    service: str  # IAM prefix: ec2, sts, ssm
+    operation: str
+    params: dict
+    region: str
+
+    @property
+    def action(self) -> str:
+        return f"{self.service}:{self.operation}"
+
+
+class Recorder:
+    """Every operation made through the Session, with its parameters (botocore event hook)."""
+
+    def __init__(self, session: boto3.Session):
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        session.events.register("before-parameter-build", self._record)
+
+    def _record(self, params, model, context=None, **kwargs):
+        region = (context or {}).get("client_region", "")
+        with self._lock:
+            self.calls.append(Call(model.service_model.signing_name, model.name, dict(params), region))
+
+    def ops(self, operation: str | None = None) -> list[Call]:
+        return [c for c in self.calls if operation is None or c.operation == operation]
+
+    def actions(self) -> set[str]:
+        return {c.action for c in self.calls}
+
+    def count(self) -> Counter:
+        return Counter(c.operation for c in self.calls)
+
+
+def _response(operation_model, parsed: dict, status: int = 200):
+    report = ParamValidator().validate(parsed, operation_model.output_shape)
+    if report.has_errors():
+        raise AssertionError(f"canned {operation_model.name} response does not match the model: "
+                             f"{report.generate_report()}")
+    parsed = dict(parsed, ResponseMetadata={"HTTPStatusCode": status, "RequestId": "emulated"})
+    return AWSResponse("https://emulated", status, {}, None), parsed
+
+
+class EmulatorGaps:
+    """Answers what moto lacks: image block public access, ImdsSupport readback, deprecation."""
+
+    def __init__(self, session: boto3.Session):
+        self.block_public_access: dict[str, str] = defaultdict(lambda: "unblocked")
+        self.imds_support: dict[str, str] = {}
+        self.answered = Counter()
+        session.events.register("before-call.ec2", self._answer)
+        session.events.register("before-parameter-build.ec2.ModifyImageAttribute", self._note_imds)
+
+    def _note_imds(self, params, **kwargs):
+        if "ImdsSupport" in params:  # moto accepts and drops it; remember it for the readback
+            self.imds_support[params["ImageId"]] = params["ImdsSupport"]["Value"]
+
+    def _answer(self, model, params, context=None, **kwargs):
+        region = (context or {}).get("client_region", "us-east-1")
+        body = params.get("body", {}) if isinstance(params, dict) else {}
+        name = model.name
+        if name == "GetImageBlockPublicAccessState":
+            parsed = {"ImageBlockPublicAccessState": self.block_public_access[region]}
+        elif name == "DescribeImageAttribute" and body.get("Attribute") == "imdsSupport":
+            image_id = body["ImageId"]
+            parsed = {"ImageId": image_id}
+            if image_id in self.imds_support:
+                parsed["ImdsSupport"] = {"Value": self.imds_support[image_id]}
+        else:
+            return None
+        self.answered[name] += 1
+        return _response(model, parsed)
+
+
+class Throttle:
+    """The first `times` calls of each named operation get HTTP 503 RequestLimitExceeded."""
+
+    BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+            b'<Message>Request limit exceeded.</Message></Error></Errors><RequestID>throttled</RequestID></Response>')
+
+    def __init__(self, session: boto3.Session, operations: list[str], times: int = 1):
+        self.left = {op: times for op in operations}
+        self.injected = Counter()
+        self._lock = threading.Lock()
+        session.events.register("before-send.ec2", self._send)
+
+    def _send(self, request, **kwargs):
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+        match = re.search(r"(?:^|&)Action=(\w+)", body)
+        operation = match.group(1) if match else ""
+        with self._lock:
+            if self.left.get(operation, 0) <= 0:
+                return None
+            self.left[operation] -= 1
+            self.injected[operation] += 1
+        return AWSResponse(request.url, 503, {"Content-Type": "text/xml"}, _Raw(self.BODY))
+
+
+class _Raw:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **kwargs):
+        yield self.data

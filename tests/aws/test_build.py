@@ -1,0 +1,235 @@
+"""`build-seed` against the emulator: the happy path asserted resource by resource, then each way a
+build can fail, every one ending with nothing left behind (listed through the API)."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+
+import pytest
+
+from condor_seed import manifest
+from condor_seed.aws import tags as T
+from condor_seed.aws.build import build_recipe, build_recipes
+from condor_seed.aws.instances import GuestFailed
+from condor_seed.aws.tags import tag_dict
+from condor_seed.aws.waiters import WaitFailed
+from condor_seed.errors import PreflightError
+from condor_seed.fingerprint import fingerprint
+from condor_seed.recipe import load_recipe
+from condor_seed.render import render
+from condor_seed.userdata import encode_user_data
+
+FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def build(emu, recipe="rhel9-x86_64", lines=None, **overrides):
+    lines = lines if lines is not None else []
+    return build_recipe(emu.aws, load_recipe(recipe), emu.options(**overrides), report=lines.append)
+
+
+def test_happy_path_every_resource_and_tag(emu):
+    lines = []
+    recipe = load_recipe("rhel9-x86_64")
+    emu.images.seconds = 0.3  # the image is pending for a while: image_exists, then image_available
+    result = build(emu, lines=lines, now=lambda: FIXED_NOW)
+    base_id = emu.bases["rhel9"]  # the newest matching Red Hat image (not gp2, not the impostor's)
+    fp = fingerprint(render(recipe), base_id)
+
+    # The builder: launched as specified, then terminated.
+    run = emu.recorder.ops("RunInstances")
+    assert len(run) == 1
+    params = run[0].params
+    assert params["ImageId"] == base_id
+    assert params["InstanceType"] == "t3.large"
+    assert params["MetadataOptions"]["HttpTokens"] == "required"
+    assert params["InstanceInitiatedShutdownBehavior"] == "stop"
+    assert "KeyName" not in params and "IamInstanceProfile" not in params
+    assert params["ClientToken"] == f"condor-seed-{result.build_id}-builder"
+    assert base64.b64decode(params["UserData"]) == encode_user_data(render(recipe).bake_script.content)
+    assert params["BlockDeviceMappings"] == [{"DeviceName": "/dev/sda1", "Ebs": {
+        "VolumeSize": 20, "VolumeType": "gp3", "DeleteOnTermination": True, "Encrypted": False}}]
+    assert {s["ResourceType"] for s in params["TagSpecifications"]} == {"instance", "volume"}
+    instance_id = emu.recorder.ops("CreateImage")[0].params["InstanceId"]
+    instance = emu.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert instance["State"]["Name"] == "terminated"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert not instance.get("KeyName") and not instance.get("IamInstanceProfile")
+    itags = tag_dict(instance["Tags"])
+    assert itags[T.BUILD_ID_TAG] == result.build_id and itags[T.RECIPE_TAG] == "rhel9-x86_64"
+    assert itags[T.FINGERPRINT_TAG] == fp and itags[T.BASE_AMI_TAG] == base_id and itags["Project"] == "condor-seed"
+    assert T.parse_utc(itags[T.EXPIRES_TAG]) > FIXED_NOW
+    assert emu.guest.seen[instance_id] == "bake rhel9-x86_64 (success)"
+
+    # The security group: no inbound rule, tagged, deleted at the end.
+    sg = emu.recorder.ops("CreateSecurityGroup")[0]
+    assert tag_dict(sg.params["TagSpecifications"][0]["Tags"])[T.BUILD_ID_TAG] == result.build_id
+    assert not emu.recorder.ops("AuthorizeSecurityGroupIngress")
+    assert emu.recorder.ops("DeleteSecurityGroup")
+
+    # The image and its snapshots: tagged (expiry removed once finished), IMDSv2 only.
+    image = emu.ec2.describe_images(ImageIds=[result.image_id])["Images"][0]
+    assert image["State"] == "available"
+    assert image["Name"] == "htcondor-seed-rhel9-x86_64-24.0-20261127-030000"
+    assert image["Description"] == recipe.ami_description()
+    want = {T.BUILD_ID_TAG: result.build_id, T.RECIPE_TAG: "rhel9-x86_64", T.FINGERPRINT_TAG: fp,
+            T.BASE_AMI_TAG: base_id, "Name": image["Name"], "Project": "condor-seed", T.ROLE_TAG: "image"}
+    assert tag_dict(image["Tags"]) == want
+    snapshot_ids = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"]]
+    for snap in emu.ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]:
+        assert tag_dict(snap["Tags"]) == want
+    assert emu.aws.ec2("us-east-1").describe_image_attribute(
+        ImageId=result.image_id, Attribute="imdsSupport")["ImdsSupport"]["Value"] == "v2.0"
+    assert not image.get("Public")
+
+    # Waiters: existence was awaited before availability; polling really happened.
+    waits = [c.operation for c in emu.recorder.calls if c.operation == "DescribeImages"]
+    assert len(waits) >= 3
+
+    # The manifest, in Packer's shape.
+    data = json.loads(result.manifest_path.read_text())
+    assert result.manifest_path == emu.tmp_path / "manifests" / "rhel9-x86_64.json"
+    assert data["last_run_uuid"] == result.build_id
+    entry = data["builds"][-1]
+    assert entry["name"] == "rhel9-x86_64" and entry["builder_type"] == "condor-seed.amazon-ebs"
+    assert entry["artifact_id"] == f"us-east-1:{result.image_id}" and entry["files"] is None
+    assert entry["packer_run_uuid"] == result.build_id and entry["build_time"] == int(FIXED_NOW.timestamp())
+    assert entry["custom_data"] == {
+        "recipe": "rhel9-x86_64", "fingerprint": fp, "base_ami": base_id,
+        "base_ami_name": "RHEL-9.4.0_HVM-20240605-x86_64-82-Hourly2-GP3", "base_ami_date": "2024-06-05T00:00:00.000Z",
+        "htcondor_version": "24.0", "build_id": result.build_id, "ami_name": image["Name"],
+        "secret_scan": "passed", "smoke_test": "not-run", "encrypted": "false",
+    }
+    assert all(isinstance(v, str) for v in entry["custom_data"].values())
+
+    # Preflight looked at block public access in every target region of this public recipe.
+    assert emu.gaps.answered["GetImageBlockPublicAccessState"] == 3
+    assert {c.region for c in emu.recorder.ops("GetImageBlockPublicAccessState")} == set(recipe.regions)
+    assert any("done in" in line for line in lines)
+    # Nothing but the image and its snapshots remains.
+    assert emu.leaks() == {"images": {result.image_id}, "snapshots": set(snapshot_ids)}
+
+
+def test_bake_failure_marker_shows_the_console_tail(emu):
+    emu.guest.mode = "fail"
+    with pytest.raises(GuestFailed) as err:
+        build(emu)
+    assert "FAILED recipe=rhel9-x86_64 line=42" in str(err.value)
+    assert "console tail:" in str(err.value) and "step: install HTCondor" in str(err.value)
+    assert not emu.recorder.ops("CreateImage")
+    assert emu.leaks() == {}
+
+
+def test_guest_that_never_powers_off_times_out_and_is_terminated(emu):
+    emu.guest.mode = "hang"
+    lines = []
+    with pytest.raises(GuestFailed) as err:
+        build(emu, lines=lines, timeout=0.6, report_every=0.2)
+    assert "timed out" in str(err.value) and "builder" in str(err.value)
+    assert any("still waiting for builder" in line for line in lines)
+    assert emu.recorder.ops("TerminateInstances")
+    assert emu.leaks() == {}
+
+
+def test_throttling_on_several_calls_is_retried(emu):
+    from aws_emulator import Throttle
+
+    throttle = Throttle(emu.aws.session, ["CreateSecurityGroup", "RunInstances", "DescribeInstances",
+                                          "CreateImage", "DescribeImages", "CreateTags"])
+    result = build(emu)
+    assert sum(throttle.injected.values()) == 6
+    assert len(emu.recorder.ops("RunInstances")) == 1  # retried by botocore, not by us
+    assert emu.leaks() == {"images": {result.image_id}, "snapshots": emu.leaks()["snapshots"]}
+
+
+def test_create_image_rejected_undoes_everything(emu, monkeypatch):
+    from moto.ec2.exceptions import InvalidParameterValueError
+    from moto.ec2.models.amis import AmiBackend
+
+    def refuse(*args, **kwargs):
+        raise InvalidParameterValueError("emulated: the instance volume cannot be imaged")
+
+    monkeypatch.setattr(AmiBackend, "create_image", refuse)
+    with pytest.raises(Exception, match="cannot be imaged"):
+        build(emu)
+    assert emu.leaks() == {}
+
+
+def test_image_that_fails_reports_the_state_reason_and_is_removed(emu):
+    emu.images.seconds = 0.1
+    emu.images.fail_reason = ("Client.InternalError", "Snapshot creation failed")
+    with pytest.raises(WaitFailed) as err:
+        build(emu)
+    assert "failed: Client.InternalError: Snapshot creation failed" in str(err.value)
+    assert emu.recorder.ops("DeregisterImage") and emu.recorder.ops("DeleteSnapshot")
+    assert emu.leaks() == {}
+
+
+def test_ctrl_c_during_the_bake_wait_undoes_everything(emu):
+    emu.guest.mode = "hang"
+    calls = []
+
+    def sleep(seconds):
+        calls.append(seconds)
+        if len(calls) == 3:  # well inside the wait for the guest to power off
+            raise KeyboardInterrupt
+        time.sleep(seconds)
+
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        build(emu, lines=lines, sleep=sleep)
+    assert any("bake: failed (interrupted)" in line for line in lines)
+    assert emu.recorder.ops("RunInstances") and not emu.recorder.ops("CreateImage")
+    assert emu.leaks() == {}
+
+
+def test_existing_ami_name_is_refused_then_replaced_with_force(emu):
+    first = build(emu, now=lambda: FIXED_NOW)
+    before = emu.snapshot_state()
+    with pytest.raises(PreflightError, match="already exists.*--force"):
+        build(emu, now=lambda: FIXED_NOW)
+    assert emu.snapshot_state() == before  # refused before creating anything
+    second = build(emu, now=lambda: FIXED_NOW, force=True)
+    images = emu.ec2.describe_images(Owners=["self"])["Images"]
+    assert [i["ImageId"] for i in images] == [second.image_id]
+    old_snapshots = {c.params["SnapshotId"] for c in emu.recorder.ops("DeleteSnapshot")}
+    assert old_snapshots and not old_snapshots & {s["SnapshotId"] for s in emu.ec2.describe_snapshots()["Snapshots"]}
+    assert first.image_id not in {i["ImageId"] for i in images}
+
+
+def test_public_recipe_refused_when_ebs_encryption_is_on(emu):
+    emu.ec2.enable_ebs_encryption_by_default()
+    with pytest.raises(PreflightError, match="encryption by default is on in us-east-1.*cannot be made public"):
+        build(emu)
+    assert not emu.recorder.ops("RunInstances") and emu.leaks() == {}
+
+
+def test_public_recipe_refused_when_block_public_access_is_on_in_a_target_region(emu):
+    emu.gaps.block_public_access["us-west-2"] = "block-new-sharing"
+    with pytest.raises(PreflightError, match="block public access is 'block-new-sharing' in us-west-2.*"
+                                             "disable-image-block-public-access --region us-west-2"):
+        build(emu)
+    assert not emu.recorder.ops("CreateSecurityGroup") and emu.leaks() == {}
+
+
+def test_base_ami_override_and_architecture_check(emu):
+    result = build(emu, base_ami=emu.bases["rhel9_old"])
+    assert emu.recorder.ops("RunInstances")[0].params["ImageId"] == emu.bases["rhel9_old"]
+    assert manifest.find_build(manifest.load(result.manifest_path))["custom_data"]["base_ami"] == emu.bases["rhel9_old"]
+    with pytest.raises(PreflightError, match="is arm64, recipe rhel9-x86_64 builds x86_64"):
+        build(emu, base_ami=emu.bases["rhel9_arm"], now=lambda: FIXED_NOW)
+
+
+def test_parallel_builds_with_prefixed_logs(emu, capsys):
+    recipes = [load_recipe("rhel9-x86_64"), load_recipe("rhel9-arm64")]
+    results = build_recipes(emu.aws, recipes, emu.options())
+    assert {r.recipe for r in results} == {"rhel9-x86_64", "rhel9-arm64"}
+    arm = next(r for r in results if r.recipe == "rhel9-arm64")
+    arm_run = [c for c in emu.recorder.ops("RunInstances") if c.params["InstanceType"] == "t4g.large"]
+    assert arm_run and arm_run[0].params["ImageId"] == emu.bases["rhel9_arm"]
+    assert (emu.tmp_path / "manifests" / "rhel9-arm64.json").exists() and arm.image_id
+    err = capsys.readouterr().err.splitlines()
+    for name in ("rhel9-x86_64", "rhel9-arm64"):
+        assert any(f"[{name}] done in" in line for line in err)
+    assert all("] [" in line or "[rhel9-" in line for line in err if "builder" in line)
