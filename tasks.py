@@ -60,6 +60,115 @@ def test(c, k=None, x=False):
     c.run(" ".join(args), pty=False)
 
 
+# ---- AWS build
+def _aws_region(aws, region):
+    from condor_seed.errors import PreflightError
+
+    region = region or aws.default_region()
+    if not region:
+        raise PreflightError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    return region
+
+
+@task(help={
+    "region": "region to build in (default: AWS_REGION / your profile's region)",
+    "recipe": "recipe, comma-separated recipes (built concurrently) or `all` (default rhel9-x86_64)",
+    "profile": "AWS profile (default: the standard credential chain)",
+    "base_ami": "start from this AMI instead of the newest matching RHEL image",
+    "force": "replace an existing AMI of the same name (deregister it, delete its snapshots)",
+    "poll_interval": "seconds between state polls (default 5)",
+    "timeout": "seconds each long wait (the bake, the image) may take (default 2700)",
+    "target": "`local` bakes a root filesystem on this machine instead (recipes with target: local do so anyway)",
+})
+@one_line_errors
+def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=False, poll_interval=None,
+               timeout=None, target=None):
+    """Bake recipes into AMIs on EC2 without SSH; write out/manifests/RECIPE.json."""
+    from condor_seed.errors import RecipeError
+    from condor_seed.recipe import load_recipes
+
+    recipes = load_recipes(recipe or ("debian13-local" if target == "local" else "rhel9-x86_64"))
+    if recipe == "all" and target != "local":
+        recipes = [r for r in recipes if r.target == "ec2"]
+    if target == "local" or any(r.target == "local" for r in recipes):
+        if target != "local" and any(r.target != "local" for r in recipes):
+            raise RecipeError("build local and ec2 recipes in separate runs (or pass --target local)")
+        from condor_seed.local.build import build_local  # the local target (issue 3)
+
+        for loaded in recipes:
+            build_local(recipe=loaded, force=force)
+        return
+    from condor_seed.aws.build import BuildOptions, build_recipes
+    from condor_seed.aws.session import Aws
+
+    if base_ami and len(recipes) > 1:
+        raise RecipeError("--base-ami applies to one recipe; build the others separately")
+    aws = Aws(profile=profile)
+    opts = BuildOptions(region=_aws_region(aws, region), force=force, base_ami=base_ami)
+    opts.poll_interval = float(poll_interval) if poll_interval else opts.poll_interval
+    opts.timeout = float(timeout) if timeout else opts.timeout
+    for result in build_recipes(aws, recipes, opts):
+        print(f"{result.recipe}\t{result.region}:{result.image_id}\t{result.manifest_path}")
+
+
+@task(help={
+    "region": "region of the AMI", "ami": "the AMI to boot", "profile": "AWS profile",
+    "instance_type": "default: t3.large (x86_64) / t4g.large (arm64)",
+    "poll_interval": "seconds between polls (default 5)", "timeout": "seconds to wait for the seed (default 900)",
+    "target": "`local` boots the locally baked seed instead", "recipe": "with --target local: the recipe",
+})
+@one_line_errors
+def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_interval=None, timeout=None,
+               target=None, recipe=None):
+    """Boot an AMI (IMDSv2, no inbound) and require the seed's boot and daemons-up console markers."""
+    if target == "local":
+        from condor_seed.local.smoke import smoke_test_local  # the local target (issue 3)
+        from condor_seed.recipe import load_recipe
+
+        smoke_test_local(recipe=load_recipe(recipe or "debian13-local"))
+        return
+    from condor_seed import manifest
+    from condor_seed.aws.session import Aws
+    from condor_seed.aws.smoke import smoke_test as run_smoke_test
+    from condor_seed.errors import PreflightError
+
+    if not ami:
+        raise PreflightError("--ami is required (the image to boot)")
+    aws = Aws(profile=profile)
+    region = _aws_region(aws, region)
+    options = {k: float(v) for k, v in (("poll_interval", poll_interval), ("timeout", timeout)) if v}
+    record = manifest.find_by_ami(region, ami)
+    try:
+        result = run_smoke_test(aws, region, ami, instance_type=instance_type, **options)
+    except Exception:
+        if record:
+            manifest.set_result(record[0], record[1]["packer_run_uuid"], "smoke_test", "failed")
+        raise
+    if record:
+        manifest.set_result(record[0], record[1]["packer_run_uuid"], "smoke_test", "passed")
+        progress(f"recorded smoke_test=passed in {record[0]}")
+    print(f"passed\t{region}:{ami}\t{result.instance_id}")
+
+
+@task(help={
+    "region": "region to clean", "profile": "AWS profile",
+    "older_than": "only runs started longer ago than this (default 6h; expired ones go regardless)",
+    "dry_run": "only list what would be removed",
+})
+@one_line_errors
+def cleanup(c, region=None, older_than="6h", dry_run=False, profile=None):
+    """Remove instances, security groups, AMIs and snapshots that interrupted builds left (by tag)."""
+    from condor_seed.aws.cleanup import cleanup as run_cleanup, parse_duration
+    from condor_seed.aws.session import Aws
+
+    aws = Aws(profile=profile)
+    region = _aws_region(aws, region)
+    found = run_cleanup(aws, region, older_than=parse_duration(older_than), dry_run=dry_run,
+                        report=lambda message: progress(message, prefix="[cleanup] "))
+    for item in found:
+        print(f"{'would remove' if dry_run else 'removed'}\t{item.kind}\t{item.id}\t{item.build_id}")
+
+
 # ---- publish
 def _regions_flag(regions):
     return [r.strip() for r in regions.split(",") if r.strip()] if regions else None
