@@ -154,3 +154,30 @@ def write_manifest(directory, image_id: str, *, region="us-east-1", build_id="bu
     )
     manifest.append_build(path, build)
     return path
+
+
+class SlowCopies:
+    """Test setup only: copies start `pending` and turn `available` (or `failed`) after `seconds`, as
+    on AWS, where a cross-region copy takes minutes; the emulator makes them available at once."""
+
+    def __init__(self, monkeypatch, seconds: float, fail: bool = False):
+        from moto.ec2.models.amis import AmiBackend
+
+        original = AmiBackend.copy_image
+        self.timers: list[threading.Timer] = []
+
+        def copy_image(backend_self, *args, **kwargs):
+            ami = original(backend_self, *args, **kwargs)
+            ami.state = "pending"
+            timer = threading.Timer(seconds, self._flip, args=(ami, fail))
+            self.timers.append(timer)
+            timer.start()
+            return ami
+
+        monkeypatch.setattr(AmiBackend, "copy_image", copy_image)
+
+    @staticmethod
+    def _flip(ami, fail: bool) -> None:
+        ami.state = "failed" if fail else "available"
+        if fail:
+            ami.state_reason = {"Code": "Client.CopyFailed", "Message": "injected: the copy failed"}

@@ -15,7 +15,7 @@ from condor_seed.aws.publish import PublishError, client_token, publish_ami
 from condor_seed.aws.tags import BUILD_ID_TAG, RECIPE_TAG, tag_dict
 from condor_seed.recipe import load_recipe
 
-from publish_helpers import PARAMETER, REGIONS, make_seed, write_manifest
+from publish_helpers import PARAMETER, REGIONS, SlowCopies, make_seed, write_manifest
 
 FAST = {"poll_interval": 0.01}
 
@@ -248,3 +248,32 @@ def test_aws_refusal_in_the_gate_is_one_clear_line(emulated, seed):
     with pytest.raises(PublishError, match="AWS refused GetImageBlockPublicAccessState: UnauthorizedOperation"):
         publish_ami(emulated.aws, manifest=path, **FAST)
     assert emulated.mutating() == []
+
+
+def test_copies_run_concurrently_and_are_waited_for(emulated, seed, monkeypatch):
+    """Copies stay pending for a while (as on AWS); every region's copy starts before any copy is
+    finished, and each is polled until available. mocked: block public access, deprecation."""
+    _, path = seed
+    SlowCopies(monkeypatch, seconds=0.5)
+    publish_ami(emulated.aws, manifest=path, **FAST)
+    copies = [emulated.calls.index(c) for c in emulated.ops(operation="CopyImage")]
+    first_change = min(emulated.calls.index(c) for c in emulated.mutating()
+                       if c.region != "us-east-1" and c.operation == "ModifyImageAttribute")
+    assert len(copies) == 2 and max(copies) < first_change
+    for region in ("us-east-2", "us-west-2"):
+        assert len(emulated.ops(region, "DescribeImages")) > 5  # polled while pending
+        assert only_image(emulated, region)["Public"] is True
+
+
+def test_failed_copy_is_removed_and_reported(emulated, seed, monkeypatch):
+    """A copy that ends `failed` is deregistered (with its snapshots) and the region reported.
+    mocked: block public access, deprecation."""
+    _, path = seed
+    SlowCopies(monkeypatch, seconds=0.05, fail=True)
+    with pytest.raises(PublishError) as err:
+        publish_ami(emulated.aws, manifest=path, **FAST)
+    assert "published in us-east-1;" in str(err.value) and "injected: the copy failed" in str(err.value)
+    assert sorted(c.region for c in emulated.ops(operation="DeregisterImage")) == ["us-east-2", "us-west-2"]
+    for region in ("us-east-2", "us-west-2"):
+        assert images(emulated, region) == []
+        assert emulated.setup.ec2(region).describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
