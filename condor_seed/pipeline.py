@@ -42,7 +42,8 @@ class Pipeline:
             try:
                 step.run()
             except BaseException as exc:
-                self.report(f"{step.name}: failed ({_describe(exc)}); undoing what this run created")
+                if any(done.undo for done in self.done):
+                    self.report(f"{step.name}: failed ({_describe(exc)}); undoing what this run created")
                 self.undo()
                 raise
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..errors import SeedError
 from . import images, instances
+from .preflight import identity_and_region
 from .session import Aws
 from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, parse_utc, tag_dict
 from .waiters import Poller
@@ -88,7 +89,7 @@ def due(item: Leftover, now: dt.datetime, older_than: dt.timedelta) -> bool:
 def cleanup(aws: Aws, region: str, *, older_than: dt.timedelta, dry_run: bool, report: Callable[[str], None],
             now: dt.datetime | None = None, poller: Poller | None = None) -> list[Leftover]:
     """Remove (or with dry_run only list) due leftovers; return them."""
-    aws.caller_identity(region)
+    identity_and_region(aws, region)
     ec2 = aws.ec2(region)
     now = now or dt.datetime.now(dt.timezone.utc)
     poller = poller or Poller(timeout=900, report=report)

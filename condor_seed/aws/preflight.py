@@ -18,17 +18,27 @@ class PreflightResult:
     collisions: list[dict] = field(default_factory=list)  # existing images with our AMI name (--force)
 
 
-def check_region(aws: Aws, region: str) -> None:
-    """The region must exist and be enabled for this account."""
-    ec2 = aws.ec2(region)
+HOME_REGION = "us-east-1"  # asked about regions this botocore does not know yet
+
+
+def identity_and_region(aws: Aws, region: str) -> dict:
+    """Caller identity, then: the region must exist and be enabled for this account.
+
+    A region unknown to botocore has no endpoint to ask, so both questions go to HOME_REGION then.
+    """
+    known = region in aws.known_regions()
+    ask = region if known else HOME_REGION
+    identity = aws.caller_identity(ask)
     try:
-        regions = ec2.describe_regions(AllRegions=True, RegionNames=[region])["Regions"]
+        regions = aws.ec2(ask).describe_regions(AllRegions=True)["Regions"]
     except botocore.exceptions.ClientError as exc:
-        raise PreflightError(f"unknown AWS region {region!r}: {exc.response['Error'].get('Message', exc)}") from None
-    if not regions:
+        raise PreflightError(f"cannot list AWS regions: {exc.response['Error'].get('Message', exc)}") from None
+    status = {r["RegionName"]: r.get("OptInStatus", "") for r in regions}
+    if region not in status:
         raise PreflightError(f"unknown AWS region {region!r}")
-    if regions[0].get("OptInStatus") == "not-opted-in":
+    if status[region] == "not-opted-in":
         raise PreflightError(f"region {region} is not enabled for this account (enable it under Account > AWS Regions)")
+    return identity
 
 
 def check_public_ready(aws: Aws, recipe: Recipe, build_region: str) -> None:
@@ -61,9 +71,8 @@ def find_collisions(aws: Aws, region: str, ami_name: str) -> list[dict]:
 
 def preflight(aws: Aws, region: str, recipe: Recipe, ami_name: str, *, force: bool,
               report: Callable[[str], None]) -> PreflightResult:
-    identity = aws.caller_identity(region)
+    identity = identity_and_region(aws, region)
     report(f"preflight: AWS account {identity['Account']} as {identity['Arn']}, region {region}")
-    check_region(aws, region)
     check_public_ready(aws, recipe, region)
     collisions = find_collisions(aws, region, ami_name)
     if collisions and not force:

@@ -62,5 +62,10 @@ class Aws:
         except botocore.exceptions.EndpointConnectionError as exc:
             raise PreflightError(f"cannot reach AWS: {exc}") from None
 
+    def known_regions(self) -> set[str]:
+        """EC2 regions this botocore knows (offline); a newer region may still exist."""
+        s = self.session
+        return {r for p in s.get_available_partitions() for r in s.get_available_regions("ec2", p)}
+
     def default_region(self) -> str | None:
         return self.session.region_name

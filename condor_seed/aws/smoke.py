@@ -18,6 +18,7 @@ from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..render import MARKERS
 from . import instances
 from .build import new_build_id, utcnow
+from .preflight import identity_and_region
 from .session import Aws
 from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, tag_dict, utc_iso)
 from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, describe_image, fmt_seconds
@@ -86,7 +87,7 @@ class SmokeTest:
         }
 
     def preflight(self):
-        identity = self.aws.caller_identity(self.region)
+        identity = identity_and_region(self.aws, self.region)
         self.report(f"preflight: AWS account {identity['Account']}, region {self.region}")
         image = describe_image(self.ec2, self.image_id)
         if image is None or image.get("State") != "available":

@@ -11,10 +11,7 @@ from aws_emulator import (EmulatorGaps, GuestSimulator, ImageDelays, Recorder, a
                           patch_console_output)
 from condor_seed.aws.build import BuildOptions
 from condor_seed.aws.session import Aws
-from iam_policy import disallowed
-
-# Every action any test here made through a recorded session (test_policy reads it too).
-SESSION_ACTIONS: set[str] = set()
+from iam_policy import SESSION_ACTIONS, disallowed
 
 
 @dataclass

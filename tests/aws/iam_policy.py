@@ -13,6 +13,8 @@ import fnmatch
 import json
 from pathlib import Path
 
+# Every action any AWS test made through a recorded session (the emu fixture adds to it).
+SESSION_ACTIONS: set[str] = set()
 POLICY_PATH = Path(__file__).resolve().parents[2] / "iam" / "builder-policy.json"
 
 
