@@ -1,9 +1,10 @@
 """Helpers for the publish / prune / list tests, against the emulator on 127.0.0.1.
 
-`Emulated` is a botocore event hook on the boto3 session the code under test uses:
-- `before-parameter-build` records every call (region, operation, API parameters), so tests can
-  assert what was asked for, in which order, and that a dry run asked for no change at all;
-- `before-call` answers the calls the emulator lacks (image block public access get/disable,
+`Emulated` hooks the boto3 session the code under test uses:
+- the AWS build tests' `Recorder` (tests/aws/aws_emulator.py, a `before-parameter-build` hook) records
+  every call (region, operation, API parameters), so tests can assert what was asked for, in which
+  order, that a dry run asked for no change at all, and that iam/builder-policy.json allows it all;
+- a `before-call` hook answers the calls the emulator lacks (image block public access get/disable,
   EnableImageDeprecation) and injected failures. botocore has already validated the request
   against the real EC2 API model at that point, and every canned answer is validated against the
   model's output shape here (what botocore's Stubber does), so they cannot drift from the real API.
@@ -12,9 +13,10 @@ Everything else goes to the emulator unchanged.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 from botocore.awsrequest import AWSResponse
@@ -24,26 +26,27 @@ from condor_seed import manifest
 from condor_seed.aws.session import Aws
 from condor_seed.aws.tags import BUILD_ID_TAG, RECIPE_TAG
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))  # the AWS build tests' helpers
+from aws_emulator import Call, Recorder  # noqa: E402
+from iam_policy import disallowed  # noqa: E402
+
+__all__ = ["disallowed"]
+
 MUTATING = ("Create", "Copy", "Modify", "Put", "Delete", "Deregister", "Enable", "Disable", "Reset", "Register")
 RECIPE = "rhel9-x86_64"  # regions us-east-1, us-east-2, us-west-2; keep 3; prune; public
 REGIONS = ["us-east-1", "us-east-2", "us-west-2"]
 PARAMETER = "/htcondor/seed/rhel9/x86_64/latest"
 
 
-@dataclass
-class Call:
-    region: str
-    operation: str
-    params: dict
-
-    @property
-    def mutating(self) -> bool:
-        return self.operation.startswith(MUTATING)
+def is_mutating(call: Call) -> bool:
+    return call.operation.startswith(MUTATING)
 
 
 class Emulated:
     def __init__(self, session: boto3.Session):
-        self.calls: list[Call] = []
+        self.recorder = Recorder(session)
+        self.calls: list[Call] = self.recorder.calls
+        self.forgotten: set[str] = set()
         self.bpa: dict[str, str] = defaultdict(lambda: "unblocked")  # region -> state
         self.bpa_managed_by: dict[str, str] = defaultdict(lambda: "account")
         self.polls_until_unblocked = 1  # GetImageBlockPublicAccessState reads after a disable that still say blocked
@@ -52,22 +55,28 @@ class Emulated:
         self._pending_unblock: dict[str, int] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
-        session.events.register("before-parameter-build", self._record)
+        session.events.register("before-parameter-build", self._current)
         session.events.register("before-call", self._answer)
 
     # ----------------------------------------------------------------- recording
-    def _record(self, params, model, context, **_):
-        call = Call(context.get("client_region"), model.name, dict(params))
-        self._local.call = call
-        with self._lock:
-            self.calls.append(call)
+    def _current(self, params, model, context, **_):
+        self._local.call = Call(model.service_model.signing_name, model.name, dict(params),
+                                context.get("client_region"))
+
+    def forget(self) -> None:
+        """Start a fresh record (the IAM check at teardown still sees what was forgotten)."""
+        self.forgotten |= self.recorder.actions()
+        self.calls.clear()
+
+    def actions(self) -> set[str]:
+        return self.forgotten | self.recorder.actions()
 
     def ops(self, region: str | None = None, operation: str | None = None) -> list[Call]:
         return [c for c in self.calls if (region is None or c.region == region)
                 and (operation is None or c.operation == operation)]
 
     def mutating(self) -> list[Call]:
-        return [c for c in self.calls if c.mutating]
+        return [c for c in self.calls if is_mutating(c)]
 
     def fail(self, region: str, operation: str, predicate=lambda params: True, code="InternalError") -> None:
         self.failures.append((region, operation, predicate, code))

@@ -15,7 +15,7 @@ from condor_seed.aws.publish import PublishError, client_token, publish_ami
 from condor_seed.aws.tags import BUILD_ID_TAG, RECIPE_TAG, tag_dict
 from condor_seed.recipe import load_recipe
 
-from publish_helpers import PARAMETER, REGIONS, SlowCopies, make_seed, write_manifest
+from publish_helpers import PARAMETER, REGIONS, SlowCopies, is_mutating, make_seed, write_manifest
 
 FAST = {"poll_interval": 0.01}
 
@@ -75,7 +75,7 @@ def test_publishes_everywhere_with_tags_imds_deprecation_and_parameter(emulated,
         assert (parameter["Value"], parameter["DataType"]) == (image_id, "aws:ec2:image")
 
         # launch permission last, after every other change to the image
-        changes = [c for c in emulated.ops(region) if c.mutating and c.operation != "PutParameter"]
+        changes = [c for c in emulated.ops(region) if is_mutating(c) and c.operation != "PutParameter"]
         assert changes[-1].operation == "ModifyImageAttribute" and "LaunchPermission" in changes[-1].params
 
     copies = emulated.ops(operation="CopyImage")
@@ -88,7 +88,7 @@ def test_publishes_everywhere_with_tags_imds_deprecation_and_parameter(emulated,
 def test_rerun_after_success_changes_nothing_twice(emulated, seed):
     _, path = seed
     publish_ami(emulated.aws, manifest=path, **FAST)
-    emulated.calls.clear()
+    emulated.forget()
     publish_ami(emulated.aws, manifest=path, **FAST)
     done = {c.operation for c in emulated.mutating()}
     assert not done & {"CopyImage", "PutParameter", "DeregisterImage"}
@@ -194,7 +194,7 @@ def test_regional_failure_is_undone_reported_and_rerun_finishes(emulated, seed):
     assert manifest.find_build(manifest.load(path))["custom_data"]["copy_attempts"] == "us-east-2=1"
 
     emulated.failures.clear()
-    emulated.calls.clear()
+    emulated.forget()
     publish_ami(emulated.aws, manifest=path, **FAST)
     [copy] = emulated.ops(operation="CopyImage")
     assert copy.region == "us-east-2"  # a fresh token: AWS would return the undone copy for the old one
@@ -215,7 +215,7 @@ def test_rerun_finishes_a_copy_left_half_done(emulated, seed):
     ec2 = emulated.setup.ec2("us-west-2")
     leftover = ec2.copy_image(SourceImageId=source, SourceRegion="us-east-1",
                               Name=only_image(emulated, "us-east-1")["Name"])["ImageId"]
-    emulated.calls.clear()
+    emulated.forget()
     publish_ami(emulated.aws, manifest=path, **FAST)
     assert [c.region for c in emulated.ops(operation="CopyImage")] == ["us-east-2"]
     assert only_image(emulated, "us-west-2")["ImageId"] == leftover
@@ -233,7 +233,7 @@ def test_dry_run_changes_nothing(emulated, seed, capsys):
     assert "would turn off image block public access" in out.err
     assert emulated.mutating() == []
     assert emulated.calls, "the plan reads the account"
-    emulated.calls.clear()
+    emulated.forget()
     with pytest.raises(PublishError, match="disable-image-block-public-access --region us-east-2"):
         publish_ami(emulated.aws, manifest=path, dry_run=True, **FAST)
     assert f"us-east-2: copy us-east-1:{source}" in capsys.readouterr().out  # the plan, then the refusal
