@@ -20,14 +20,13 @@ from pathlib import Path
 
 import boto3
 from botocore.awsrequest import AWSResponse
-from botocore.validate import ParamValidator
 
 from condor_seed import manifest
 from condor_seed.aws.session import Aws
 from condor_seed.aws.tags import BUILD_ID_TAG, RECIPE_TAG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))  # the AWS build tests' helpers
-from aws_emulator import Call, Recorder  # noqa: E402
+from aws_emulator import Call, Recorder, _response as validated_response  # noqa: E402
 from iam_policy import disallowed  # noqa: E402
 
 __all__ = ["disallowed"]
@@ -90,10 +89,7 @@ class Emulated:
         handler = getattr(self, f"_{call.operation}", None)
         if handler is None:
             return None  # the emulator answers
-        body = handler(call)
-        report = ParamValidator().validate(body, model.output_shape)
-        assert not report.has_errors(), report.generate_report()
-        return AWSResponse("https://ec2.emulated", 200, {}, None), dict(body, ResponseMetadata={"HTTPStatusCode": 200})
+        return validated_response(model, handler(call))  # checked against the model's output shape
 
     def _GetImageBlockPublicAccessState(self, call: Call) -> dict:
         """mocked: the emulator lacks GetImageBlockPublicAccessState"""
