@@ -60,6 +60,28 @@ def test(c, k=None, x=False):
     c.run(" ".join(args), pty=False)
 
 
+# ---- local target: a rootfs image and a real pool on this machine
+def _build_local(recipe, force, mirror, cache_dir, out, keep_work):
+    from condor_seed.local.build import build_local
+    from condor_seed.pipeline import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        result = build_local(recipe=recipe, force=force, mirror=mirror, cache_dir=cache_dir,
+                             out_dir=Path(out) if out else None, keep_work=keep_work)
+    print(f"{result.recipe}\t{result.image}\t{result.manifest_path}")
+
+
+def _smoke_local(recipe, out, keep_work):
+    from condor_seed.local.smoke import smoke_test_local
+    from condor_seed.pipeline import sigterm_as_interrupt
+    from condor_seed.recipe import load_recipe
+
+    with sigterm_as_interrupt():
+        result = smoke_test_local(load_recipe(recipe), out_dir=Path(out) if out else None, keep_work=keep_work)
+    print(f"{result.build_id}\tpassed {len(result.checks)} checks\t"
+          + " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items()))
+
+
 # ---- AWS build
 def _aws_region(aws, region):
     from condor_seed.errors import PreflightError
@@ -75,15 +97,19 @@ def _aws_region(aws, region):
     "recipe": "recipe, comma-separated recipes (built concurrently) or `all` (default rhel9-x86_64)",
     "profile": "AWS profile (default: the standard credential chain)",
     "base_ami": "start from this AMI instead of the newest matching RHEL image",
-    "force": "replace an existing AMI of the same name (deregister it, delete its snapshots)",
+    "force": "replace an existing AMI of the same name (deregister it, delete its snapshots); local: a fresh base",
     "poll_interval": "seconds between state polls (default 5)",
     "timeout": "seconds each long wait (the bake, the image) may take (default 2700)",
     "target": "`local` bakes a root filesystem on this machine instead (recipes with target: local do so anyway)",
+    "mirror": "local: Debian mirror URL (default: the one in this machine's apt sources)",
+    "cache_dir": "local: where the pristine base is cached (default /var/cache/condor-seed)",
+    "out": "local: output folder for images, manifests and work trees (default out/)",
+    "keep_work": "local: keep the unpacked tree after the build (for debugging)",
 })
 @one_line_errors
 def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=False, poll_interval=None,
-               timeout=None, target=None):
-    """Bake recipes into AMIs on EC2 without SSH; write out/manifests/RECIPE.json."""
+               timeout=None, target=None, mirror=None, cache_dir=None, out=None, keep_work=False):
+    """Bake recipes into AMIs on EC2 without SSH (or, with --target local, into a rootfs image here)."""
     from condor_seed.errors import RecipeError
     from condor_seed.recipe import load_recipes
 
@@ -93,10 +119,8 @@ def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=F
     if target == "local" or any(r.target == "local" for r in recipes):
         if target != "local" and any(r.target != "local" for r in recipes):
             raise RecipeError("build local and ec2 recipes in separate runs (or pass --target local)")
-        from condor_seed.local.build import build_local  # the local target (issue 3)
-
         for loaded in recipes:
-            build_local(recipe=loaded, force=force)
+            _build_local(loaded, force=force, mirror=mirror, cache_dir=cache_dir, out=out, keep_work=keep_work)
         return
     from condor_seed.aws.build import BuildOptions, build_recipes
     from condor_seed.aws.session import Aws
@@ -116,16 +140,17 @@ def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=F
     "instance_type": "default: t3.large (x86_64) / t4g.large (arm64)",
     "poll_interval": "seconds between polls (default 5)", "timeout": "seconds to wait for the seed (default 900)",
     "target": "`local` boots the locally baked seed instead", "recipe": "with --target local: the recipe",
+    "out": "local: the folder `build-seed --target local --out` wrote (default out/)",
+    "keep_work": "local: keep the booted tree and its HTCondor logs afterwards",
 })
 @one_line_errors
 def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_interval=None, timeout=None,
-               target=None, recipe=None):
-    """Boot an AMI (IMDSv2, no inbound) and require the seed's boot and daemons-up console markers."""
-    if target == "local":
-        from condor_seed.local.smoke import smoke_test_local  # the local target (issue 3)
-        from condor_seed.recipe import load_recipe
+               target=None, recipe=None, out=None, keep_work=False):
+    """Boot an AMI (IMDSv2, no inbound) and require the seed's boot and daemons-up console markers.
 
-        smoke_test_local(recipe=load_recipe(recipe or "debian13-local"))
+    With --target local: boot the last local image, join annex workers, run a job, all for real."""
+    if target == "local":
+        _smoke_local(recipe or "debian13-local", out=out, keep_work=keep_work)
         return
     from condor_seed import manifest
     from condor_seed.aws.session import Aws

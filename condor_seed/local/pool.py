@@ -1,0 +1,106 @@
+"""HTCondor daemons started inside a baked tree, tracked by pid, always stopped."""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import jinja2
+
+from ..paths import TEMPLATES_DIR
+from .chroot import BASE_ENV, kill_processes_in, run_in, signals_deferred
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.25):
+    """Poll `check` until it returns something truthy; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def render_local(template: str, **context) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR / "local"),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(template).render(context)
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+class Pool:
+    """condor_master processes in the tree; `stop()` ends them all (workers first, then the seed)."""
+
+    def __init__(self, root: Path, log_dir: Path):
+        self.root = root
+        self.log_dir = log_dir
+        self.masters: dict[str, subprocess.Popen] = {}
+
+    def condor(self, args: list[str], user: str | None = None, config: str | None = None,
+               input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        env = {"CONDOR_CONFIG": config} if config else {}
+        if user:
+            args = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                    "env", f"HOME=/home/{user}", f"USER={user}", *args]
+        return run_in(self.root, args, env=env, check=False, capture_output=True, text=True, input=input,
+                      timeout=timeout)
+
+    def start_master(self, name: str, config: str | None = None) -> None:
+        env = {**BASE_ENV, **({"CONDOR_CONFIG": config} if config else {})}
+        with open(self.log_dir / f"master-{name}.out", "w") as out:
+            # A new session: Ctrl-C reaches us, and we stop the daemons in order.
+            self.masters[name] = subprocess.Popen(["chroot", str(self.root), "/usr/sbin/condor_master", "-f"],
+                                                  env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                  start_new_session=True)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Workers first (their startds say goodbye to a live collector), then the seed."""
+        with signals_deferred():
+            workers = [p for n, p in self.masters.items() if n != "seed"]
+            for group in (workers, [self.masters.get("seed")]):
+                group = [p for p in group if p is not None and p.poll() is None]
+                for p in group:
+                    p.send_signal(signal.SIGQUIT)  # condor_master: fast shutdown
+                deadline = time.monotonic() + timeout
+                for p in group:
+                    try:
+                        p.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+            kill_processes_in(self.root)
+
+    def add_worker(self, name: str, address: str, port: int, collector: str, kind: str,
+                   password_from: Path | None = None, token: str | None = None) -> str:
+        """Lay out an annex worker's /etc/NAME and /var/lib/NAME; returns its CONDOR_CONFIG path.
+
+        kind: "password" (a copy of the seed's pool password), "wrong-password" (its own), "token".
+        """
+        etc = self.root / "etc" / name
+        write(etc / "condor_config", render_local("annex-worker-base.config.j2", name=name, address=address, port=port))
+        template = "annex-token.config.j2" if kind == "token" else "annex-password.config.j2"
+        write(etc / "config.d/00ec2-dynamic.config", render_local(template, name=name, collector=collector))
+        password = etc / "config.d/password_file.pl"
+        if kind == "password":
+            shutil.copyfile(password_from, password)
+            password.chmod(0o600)
+        elif kind == "wrong-password":
+            import secrets
+            run_in(self.root, ["condor_store_cred", "-c", "add", "-f", f"/etc/{name}/config.d/password_file.pl",
+                               "-i", "-"], input=secrets.token_urlsafe(32).encode(), capture_output=True)
+        elif kind == "token":
+            write(etc / "tokens.d/pool", token, 0o600)
+            (etc / "tokens.d").chmod(0o700)
+        dirs = " ".join(f"/var/lib/{name}/{d}" for d in ("log", "spool", "execute", "lock", "run", "cred_dir"))
+        run_in(self.root, ["sh", "-c", f"mkdir -p {dirs} && chown -R condor:condor /var/lib/{name} "
+                                       f"&& chmod 0700 /var/lib/{name}/cred_dir"], capture_output=True)
+        return f"/etc/{name}/condor_config"

@@ -1,0 +1,102 @@
+"""Root filesystems for the local target: a pristine debootstrap base, cached; unpack; pack.
+
+The cache key is (suite, architecture, mirror): a different mirror or suite makes a new base.
+The base keeps apt's package lists (the bake's `apt-get update` is then cheap) but not the .debs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..cli import progress
+from ..errors import PreflightError, SeedError
+from .chroot import remove_tree
+
+TAR_FLAGS = ["--numeric-owner", "--xattrs", "--acls"]
+DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+# Host leftovers debootstrap copies in: they belong to the machine that runs the image.
+HOST_LEFTOVERS = ["etc/hostname", "etc/resolv.conf"]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CONDOR_SEED_CACHE", "/var/cache/condor-seed"))
+
+
+def require_root_tools() -> None:
+    if os.geteuid() != 0:
+        raise PreflightError("the local target needs root (debootstrap, chroot, mount): run it with sudo")
+    missing = [tool for tool in ("debootstrap", "chroot", "mount", "tar", "zstd") if not shutil.which(tool)]
+    if missing:
+        raise PreflightError(f"missing {', '.join(missing)}: apt-get install {' '.join(missing)} (or ./scripts/setup)")
+
+
+def base_tarball_path(cache_dir: Path, suite: str, architecture: str, mirror: str) -> Path:
+    key = hashlib.sha256(mirror.encode()).hexdigest()[:12]
+    return Path(cache_dir) / "base" / f"{suite}-{DEBIAN_ARCH[architecture]}-minbase-{key}.tar"
+
+
+def ensure_base(cache_dir: Path, suite: str, architecture: str, mirror: str) -> tuple[Path, bool]:
+    """The cached pristine base tarball, made with debootstrap if missing. Returns (path, was_cached)."""
+    tarball = base_tarball_path(cache_dir, suite, architecture, mirror)
+    if tarball.exists():
+        return tarball, True
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tarball.with_suffix(".tmp")
+    remove_tree(scratch)
+    progress(f"debootstrap {suite} ({DEBIAN_ARCH[architecture]}, minbase) — first run only, about 30-60 s")
+    proc = subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--arch={DEBIAN_ARCH[architecture]}", suite, str(scratch), mirror],
+        capture_output=True, text=True,
+    )
+    try:
+        if proc.returncode:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+            raise SeedError(f"debootstrap {suite} from {mirror} failed:\n{tail}")
+        for deb in (scratch / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        for rel in HOST_LEFTOVERS:
+            (scratch / rel).unlink(missing_ok=True)
+        partial = tarball.with_suffix(".part")
+        subprocess.run(["tar", "-C", str(scratch), *TAR_FLAGS, "-cf", str(partial), "."], check=True)
+        partial.rename(tarball)  # atomic: a killed run never leaves a half base behind
+    finally:
+        remove_tree(scratch)
+    return tarball, False
+
+
+def unpack(tarball: Path, root: Path) -> None:
+    remove_tree(root)
+    root.mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "-xpf", str(tarball)], check=True)
+
+
+def pack(root: Path, image: Path) -> Path:
+    """Compressed tarball of the tree (zstd, multi-threaded); written atomically."""
+    image.parent.mkdir(parents=True, exist_ok=True)
+    partial = image.with_name(image.name + ".part")
+    subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "--one-file-system", "--zstd", "-cf", str(partial), "."],
+                   check=True, env={**os.environ, "ZSTD_CLEVEL": "3", "ZSTD_NBTHREADS": "0"})
+    partial.rename(image)
+    return image
+
+
+def unpack_image(image: Path, root: Path) -> None:
+    remove_tree(root)
+    root.mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "--zstd", "-xpf", str(image)], check=True)
+
+
+def tree_size(root: Path) -> int:
+    out = subprocess.run(["du", "-sb", "--one-file-system", str(root)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,203 @@
+"""`invoke smoke-test --target local`: boot the seed from its image and prove a real pool works.
+
+Booting is done the way an instance does it: the first-boot secret step, the public-IP boot script
+against the IMDSv2 emulator, then condor_master. The checks use HTCondor's own tools: the seed's
+daemons answer, TCP_FORWARDING_HOST is the emulated public IP, an annex worker holding the pool
+password (and one holding only an IDTOKEN) joins, a job submitted by an unprivileged user runs on
+a worker with the right output, and a worker with the wrong password is refused.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import manifest
+from ..cli import progress
+from ..errors import SeedError
+from ..imds import ImdsEmulator
+from ..recipe import Recipe
+from ..render import IMAGE_PATHS, MARKERS
+from . import rootfs
+from .build import LOCAL_BUILDER, OUT_DIR
+from .chroot import mounted, remove_tree, run_in
+from .pool import Pool, render_local, wait_for, write
+
+EMULATED_PUBLIC_IP = "127.0.0.2"  # reaches the seed on this host: HTCondor binds all interfaces
+JOB_USER = "alice"
+WORKERS = {  # name: (address, shared port, kind)
+    "annex-worker": ("127.0.0.3", 9619, "password"),
+    "token-worker": ("127.0.0.5", 9621, "token"),
+    "bad-worker": ("127.0.0.4", 9620, "wrong-password"),
+}
+JOB_SCRIPT = """#!/bin/sh
+echo "user=$(id -un) slot=$(sed -n 's/^Name = "\\(.*\\)"$/\\1/p' .machine.ad)"
+echo "args=$*"
+"""
+JOB_SUBMIT = """\
+executable = job.sh
+arguments = one two
+output = out.txt
+error = err.txt
+log = job.log
+should_transfer_files = YES
++MayUseAWS = TRUE
+queue
+"""
+
+
+class SmokeTestFailed(SeedError):
+    """The seed booted from the image does not behave as a pool's central manager and submit node."""
+
+
+@dataclass
+class SmokeResult:
+    build_id: str
+    checks: list[tuple[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def passed(self, name: str, detail: str = "") -> None:
+        self.checks.append((name, detail))
+        progress(f"  ok  {name}{': ' + detail if detail else ''}")
+
+
+def latest_local_build(recipe: Recipe, out_dir: Path) -> tuple[Path, dict, Path]:
+    path = manifest.path_for(recipe.name, out_dir / "manifests")
+    build = manifest.find_build(manifest.load(path))
+    if build.get("builder_type") != LOCAL_BUILDER:
+        raise SmokeTestFailed(f"{path}: the last build is not a local image")
+    image = Path(build["artifact_id"].removeprefix("local:"))
+    if not image.exists():
+        raise SmokeTestFailed(f"{image}: image file missing (run `invoke build-seed --target local` again)")
+    return path, build, image
+
+
+def _boot(root: Path, pool: Pool, imds_url: str, result: SmokeResult) -> None:
+    """What the systemd units do on an instance, in their order."""
+    libexec = IMAGE_PATHS["libexec"]
+    env = {"CONDOR_SEED_IMDS_ENDPOINT": imds_url}
+    start = time.monotonic()
+    first = run_in(root, [f"{libexec}/condor-seed-first-boot"], env=env, capture_output=True, text=True, check=False)
+    if first.returncode or MARKERS["first_boot"] not in first.stdout:
+        raise SmokeTestFailed(f"first-boot secret step failed: {(first.stdout + first.stderr).strip()}")
+    boot = run_in(root, [f"{libexec}/condor-seed-public-ip"], env=env, capture_output=True, text=True, check=False)
+    if boot.returncode or f"public-ip={EMULATED_PUBLIC_IP}" not in boot.stdout:
+        raise SmokeTestFailed(f"public-IP boot script failed: {(boot.stdout + boot.stderr).strip()}")
+    # systemd's RuntimeDirectory would make these on an instance
+    run_in(root, ["install", "-d", "-o", "condor", "-g", "condor", "/run/condor", "/run/lock/condor"])
+    pool.start_master("seed")
+    ready = run_in(root, [f"{libexec}/condor-seed-ready"], env={"CONDOR_SEED_READY_TIMEOUT": "60"},
+                   capture_output=True, text=True, check=False, timeout=90)
+    result.timings["boot to ready"] = time.monotonic() - start
+    if ready.returncode or "collector negotiator schedd up" not in ready.stdout:
+        raise SmokeTestFailed(f"seed daemons did not come up: {ready.stdout.strip()}")
+    result.passed("first boot created the pool secrets", first.stdout.strip().removeprefix(MARKERS["first_boot"]).strip())
+    result.passed("collector, negotiator and schedd answer", f"{result.timings['boot to ready']:.1f} s after boot")
+
+
+def _check_seed(root: Path, pool: Pool, result: SmokeResult) -> None:
+    for kind in ("-collector", "-negotiator", "-schedd"):
+        names = pool.condor(["condor_status", kind, "-af", "Name"]).stdout.split()
+        if not names:
+            raise SmokeTestFailed(f"condor_status {kind} lists nothing")
+    value = pool.condor(["condor_config_val", "TCP_FORWARDING_HOST"]).stdout.strip()
+    if value != EMULATED_PUBLIC_IP:
+        raise SmokeTestFailed(f"TCP_FORWARDING_HOST is {value!r}, expected the emulated public IP {EMULATED_PUBLIC_IP}")
+    result.passed("TCP_FORWARDING_HOST is the instance's public IP", value)
+
+
+def _workers_join(root: Path, pool: Pool, recipe: Recipe, result: SmokeResult) -> None:
+    start = time.monotonic()
+    collector = f"{EMULATED_PUBLIC_IP}:9618"
+    token = pool.condor(["condor_token_create", "-identity", "condor@password", "-key",
+                         Path(recipe.data["pool"]["signing_key_file"]).name])
+    if token.returncode:
+        raise SmokeTestFailed(f"condor_token_create failed: {token.stderr.strip()}")
+    password = root / recipe.data["pool"]["password_file"].lstrip("/")
+    for name, (address, port, kind) in WORKERS.items():
+        config = pool.add_worker(name, address, port, collector, kind, password_from=password, token=token.stdout)
+        pool.start_master(name, config)
+    host = os.uname().nodename
+    wanted = {f"slot1@annex-worker@{host}", f"slot1@token-worker@{host}"}
+
+    def joined():
+        listed = set(pool.condor(["condor_status", "-af", "Name"]).stdout.split())
+        return wanted <= listed and listed
+
+    listed = wait_for("the annex workers in condor_status", joined, 90)
+    result.timings["workers join"] = time.monotonic() - start
+    result.passed("annex workers joined (pool password; IDTOKEN)", ", ".join(sorted(listed)))
+
+
+def _job_runs(root: Path, pool: Pool, result: SmokeResult) -> None:
+    start = time.monotonic()
+    if not (root / "home" / JOB_USER).exists():
+        run_in(root, ["useradd", "-m", "-s", "/bin/sh", JOB_USER], capture_output=True)
+    job = root / "home" / JOB_USER / "job"
+    write(job / "job.sh", JOB_SCRIPT, 0o755)
+    write(job / "job.sub", JOB_SUBMIT)
+    run_in(root, ["chown", "-R", f"{JOB_USER}:{JOB_USER}", f"/home/{JOB_USER}/job"])
+    submit = pool.condor(["sh", "-c", "cd ~/job && condor_submit job.sub"], user=JOB_USER)
+    if submit.returncode:
+        raise SmokeTestFailed(f"condor_submit as {JOB_USER} failed: {(submit.stdout + submit.stderr).strip()}")
+    log = job / "job.log"
+    wait_for("the job to finish", lambda: log.exists() and "Job terminated" in log.read_text(), 120)
+    output = (job / "out.txt").read_text()
+    if not re.search(rf"^user={JOB_USER} slot=slot1_\d+@(annex|token)-worker@", output, re.M) \
+            or "args=one two" not in output:
+        raise SmokeTestFailed(f"unexpected job output: {output!r}")
+    result.timings["job round trip"] = time.monotonic() - start
+    result.passed(f"job by unprivileged user {JOB_USER} ran on an annex worker", output.splitlines()[0])
+
+
+def _wrong_secret_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
+    collector_log = root / "var/log/condor/CollectorLog"
+    needle = "Failed to authenticate using PASSWORD"
+    wait_for("the collector to refuse the wrong password",
+             lambda: collector_log.exists() and needle in collector_log.read_text(), 30)
+    everything = pool.condor(["condor_status", "-any", "-af", "Name"]).stdout
+    if "bad-worker" in everything:
+        raise SmokeTestFailed("a worker holding the wrong pool password joined the pool")
+    result.passed("worker with the wrong password refused", needle)
+
+
+def smoke_test_local(recipe: Recipe, out_dir: Path | None = None, keep_work: bool = False) -> SmokeResult:
+    rootfs.require_root_tools()
+    out_dir = Path(out_dir or OUT_DIR)
+    manifest_path, build, image = latest_local_build(recipe, out_dir)
+    result = SmokeResult(build["packer_run_uuid"])
+    work = out_dir / "work" / f"smoke-{result.build_id}"
+    root = work / "rootfs"
+    progress(f"smoke test of {image.name}: unpack, boot, annex workers, a job")
+    start = time.monotonic()
+    outcome = "failed"
+    try:
+        rootfs.unpack_image(image, root)
+        # Instance facts the cloud provides, not part of the image.
+        host = os.uname().nodename
+        write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n")
+        write(root / "etc/condor/config.d/90-instance.config", render_local("seed-instance.config.j2"))
+        with mounted(root) as root, ImdsEmulator(public_ip=EMULATED_PUBLIC_IP) as imds:
+            pool = Pool(root, work)
+            try:
+                _boot(root, pool, imds.url, result)
+                _check_seed(root, pool, result)
+                _workers_join(root, pool, recipe, result)
+                _job_runs(root, pool, result)
+                _wrong_secret_refused(root, pool, result)
+            finally:
+                t = time.monotonic()
+                pool.stop()
+                result.timings["teardown"] = time.monotonic() - t
+        outcome = "passed"
+    except TimeoutError as exc:
+        raise SmokeTestFailed(f"{exc} (logs in {work}/rootfs/var/log/condor; rerun with --keep-work)") from None
+    finally:
+        manifest.set_result(manifest_path, result.build_id, "smoke_test", outcome)
+        if not keep_work:
+            remove_tree(work)
+    result.timings["total"] = time.monotonic() - start
+    progress(f"smoke test passed in {result.timings['total']:.1f} s")
+    return result
