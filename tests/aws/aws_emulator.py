@@ -161,10 +161,10 @@ class GuestSimulator:
     def power_off(self, instance):
         from moto.ec2.models.instances import StateReason
 
+        self._event(instance, "stopped")  # first: the builder may see the new state at once
         instance.stop()
         instance.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
                                             "Client.InstanceInitiatedShutdown")
-        self._event(instance, "stopped")
 
     def _event(self, instance, what: str):
         self.events.append((time.monotonic(), instance.id, what))
@@ -222,12 +222,12 @@ class ImageDelays:
         return self
 
     def _flip(self, ami):
+        self.flipped[ami.id] = time.monotonic()
         if self.fail_reason:
             ami.state = "failed"
             ami.state_reason = {"Code": self.fail_reason[0], "Message": self.fail_reason[1]}
         else:
             ami.state = "available"
-        self.flipped[ami.id] = time.monotonic()
 
 
 # ------------------------------------------------------------------ recorder, gaps, throttling
@@ -237,6 +237,7 @@ class Call:
     operation: str
     params: dict
     region: str
+    at: float = field(default_factory=time.monotonic)  # when the call was made
 
     @property
     def action(self) -> str:
