@@ -1,0 +1,109 @@
+"""The local target end to end, for real: debootstrap, the rendered bake script in a chroot, the
+secret scan, the packed image, then a seed booted from it running a real HTCondor pool."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from condor_seed.local.chroot import mounts_under, processes_in
+from condor_seed.local.rootfs import sha256_file
+from condor_seed.paths import PROJECT_DIR
+
+pytestmark = pytest.mark.root
+
+
+def _manifest(out: Path) -> dict:
+    data = json.loads((out / "manifests/debian13-local.json").read_text())
+    return next(b for b in data["builds"] if b["packer_run_uuid"] == data["last_run_uuid"])
+
+
+def _nothing_left(out: Path) -> None:
+    assert mounts_under(out) == [], "every mount is undone"
+    work = out / "work"
+    assert not work.exists() or not any(work.iterdir()), "work trees are removed"
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _root_of(pid).startswith(str(out))]
+
+
+def _root_of(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return ""
+
+
+def test_build_writes_image_and_manifest(local_out):
+    build = _manifest(local_out)
+    image = Path(build["artifact_id"].removeprefix("local:"))
+    data = build["custom_data"]
+    assert build["builder_type"] == "condor-seed.local" and image.exists()
+    assert data["image_sha256"] == sha256_file(image)
+    assert int(data["image_bytes"]) == image.stat().st_size and int(data["tree_bytes"]) > int(data["image_bytes"])
+    assert data["secret_scan"] == "passed" and data["htcondor_version"].startswith("23.")
+    assert data["fingerprint"].startswith("sha256:") and data["recipe"] == "debian13-local"
+    listing = subprocess.run(["tar", "--zstd", "-tf", str(image)], capture_output=True, text=True, check=True).stdout
+    names = set(listing.split())
+    assert "./etc/condor/config.d/30-seed-annex-security.config" in names
+    assert "./usr/libexec/condor-seed/condor-seed-public-ip" in names
+    for secret in ("./etc/condor/condor_pool_password", "./etc/condor/passwords.d/POOL"):
+        assert secret not in names, "pool secrets are made at first boot, never baked"
+    assert not [n for n in names if "ssh_host_" in n or n.endswith("authorized_keys")]
+    _nothing_left(local_out)
+
+
+def test_smoke_test_runs_a_real_pool(local_out, invoke):
+    proc = invoke("smoke-test", "--target", "local", "--out", str(local_out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for check in ("collector, negotiator and schedd answer", "TCP_FORWARDING_HOST is the instance's public IP: 127.0.0.2",
+                  "annex workers joined", "job by unprivileged user alice ran on an annex worker",
+                  "worker with the wrong password refused"):
+        assert check in proc.stderr
+    assert _manifest(local_out)["custom_data"]["smoke_test"] == "passed"
+    _nothing_left(local_out)
+
+
+def test_ctrl_c_during_smoke_test_leaves_nothing(local_out):
+    """Interrupt while the pool runs: daemons stopped by pid, mounts undone, exit 130."""
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "smoke-test", "--target", "local", "--out", str(local_out)],
+                            cwd=PROJECT_DIR, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        seen.append(line)
+        if "TCP_FORWARDING_HOST is the instance's public IP" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)  # workers are starting now
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, "".join(seen) + rest
+    _nothing_left(local_out)
+    assert _manifest(local_out)["custom_data"]["smoke_test"] == "failed"
+
+
+def test_secret_left_by_the_bake_fails_the_build(tmp_path, monkeypatch):
+    """A credential the bake leaves behind fails the build, naming the file; nothing is packed."""
+    from condor_seed.errors import SeedError
+    from condor_seed.local import build as local_build
+    from condor_seed.recipe import load_recipe
+    from condor_seed.render import render
+
+    key = "AKIA" + "IOSFODNN7" + "EXAMPLE"  # assembled so the repository holds no key
+
+    def render_with_leak(recipe):
+        tree = render(recipe)
+        leak = f'echo "export AWS_ACCESS_KEY_ID={key}" > /etc/profile.d/leak.sh\nconsole "$MARKER SUCCESS'
+        script = tree.bake_script.content.replace('console "$MARKER SUCCESS', leak, 1)
+        return type(tree)(tree.recipe, tree.image_files, type(tree.bake_script)("bake.sh", script, 0o755))
+
+    monkeypatch.setattr(local_build, "render", render_with_leak)
+    with pytest.raises(SeedError) as err:
+        local_build.build_local(load_recipe("debian13-local"), out_dir=tmp_path)
+    assert "secret scan failed" in str(err.value) and "/etc/profile.d/leak.sh: AWS Access Key" in str(err.value)
+    assert not list((tmp_path / "images").glob("*")) if (tmp_path / "images").exists() else True
+    assert mounts_under(tmp_path) == [] and processes_in(tmp_path) == []
