@@ -162,10 +162,7 @@ class Build:
         self.report(f"security group {self.group_id} (no inbound rules)")
 
     def delete_group(self):
-        groups = dict.fromkeys(([self.group_id] if self.group_id else []) + instances.find_security_groups(
-            self.ec2, self.build_id))
-        for group_id in groups:
-            instances.delete_security_group(self.ec2, group_id, self.poller)
+        for group_id in instances.delete_run_groups(self.ec2, self.build_id, self.group_id, self.poller):
             self.report(f"deleted security group {group_id}")
         self.group_id = None
 
@@ -180,10 +177,8 @@ class Build:
                     f"(timeout {fmt_seconds(self.opts.timeout)})")
 
     def terminate_builder(self):
-        ids = list(dict.fromkeys(([self.instance_id] if self.instance_id else []) + instances.find_instances(
-            self.ec2, self.build_id)))
+        ids = instances.terminate_run(self.ec2, self.build_id, self.instance_id, self.poller)
         if ids:
-            instances.terminate_instances(self.ec2, ids, self.poller)
             self.report(f"terminated builder {', '.join(ids)}")
 
     def wait_bake(self):

@@ -11,7 +11,7 @@ import botocore.exceptions
 
 from ..errors import SeedError
 from .tags import build_filter, tag_specs
-from .waiters import Poller, WaitTimeout, error_code, state_reason
+from .waiters import Poller, WaitTimeout, error_code, or_none, state_reason
 
 CONSOLE_TAIL_LINES = 25
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -84,13 +84,9 @@ def launch_instance(ec2, *, image_id: str, instance_type: str, group_id: str, ta
 
 
 def describe_instance(ec2, instance_id: str) -> dict | None:
-    try:
-        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "InvalidInstanceID.NotFound":
-            return None
-        raise
-    instances = [i for r in reservations for i in r["Instances"]]
+    reservations = or_none(lambda: ec2.describe_instances(InstanceIds=[instance_id])["Reservations"],
+                           "InvalidInstanceID.NotFound")
+    instances = [i for r in reservations or [] for i in r["Instances"]]
     return instances[0] if instances else None
 
 
@@ -121,6 +117,21 @@ def terminate_instances(ec2, instance_ids: list[str], poller: Poller) -> None:
         return not pending, ", ".join(f"{i} {s}" for i, s in states.items()), None
 
     poller.until(f"instance(s) {', '.join(instance_ids)} to terminate", probe)
+
+
+# ------------------------------------------------------------------ undo by id and by tag
+def terminate_run(ec2, run_id: str, known: str | None, poller: Poller) -> list[str]:
+    """Terminate the run's instances: the one we know of and any found by tag (a launch cut short)."""
+    ids = list(dict.fromkeys(([known] if known else []) + find_instances(ec2, run_id)))
+    terminate_instances(ec2, ids, poller)
+    return ids
+
+
+def delete_run_groups(ec2, run_id: str, known: str | None, poller: Poller) -> list[str]:
+    ids = list(dict.fromkeys(([known] if known else []) + find_security_groups(ec2, run_id)))
+    for group_id in ids:
+        delete_security_group(ec2, group_id, poller)
+    return ids
 
 
 # ------------------------------------------------------------------ console

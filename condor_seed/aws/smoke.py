@@ -21,7 +21,7 @@ from .build import new_build_id, utcnow
 from .preflight import identity_and_region
 from .session import Aws
 from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, tag_dict, utc_iso)
-from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, describe_image, fmt_seconds
+from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, WaitTimeout, describe_image, fmt_seconds, state_reason
 
 READY_LINE = f"{MARKERS['ready']} collector negotiator schedd up"
 DEFAULT_SMOKE_TIMEOUT = 15 * 60.0
@@ -103,9 +103,7 @@ class SmokeTest:
             self.tags())
 
     def delete_group(self):
-        for group_id in dict.fromkeys(([self.group_id] if self.group_id else [])
-                                      + instances.find_security_groups(self.ec2, self.run_id)):
-            instances.delete_security_group(self.ec2, group_id, self.poller)
+        instances.delete_run_groups(self.ec2, self.run_id, self.group_id, self.poller)
         self.group_id = None
 
     def launch(self):
@@ -115,10 +113,8 @@ class SmokeTest:
         self.report(f"smoke-test instance {self.instance_id} ({self.instance_type}) launched from {self.image_id}")
 
     def terminate(self):
-        ids = list(dict.fromkeys(([self.instance_id] if self.instance_id else [])
-                                 + instances.find_instances(self.ec2, self.run_id)))
+        ids = instances.terminate_run(self.ec2, self.run_id, self.instance_id, self.poller)
         if ids:
-            instances.terminate_instances(self.ec2, ids, self.poller)
             self.report(f"terminated {', '.join(ids)}")
 
     def wait_ready(self):
@@ -128,7 +124,7 @@ class SmokeTest:
             instance = instances.describe_instance(self.ec2, self.instance_id)
             state = instance["State"]["Name"] if instance else "terminated"
             if state not in ("pending", "running"):
-                reason = instances.state_reason(instance) if instance else "instance vanished"
+                reason = state_reason(instance) if instance else "instance vanished"
                 raise SmokeFailed(f"smoke-test instance {self.instance_id} is {state}: {reason}; console tail: "
                                   f"{instances.console_tail(self.console)}")
             if state == "pending":
@@ -142,7 +138,7 @@ class SmokeTest:
 
         try:
             self.poller.until(f"the seed on {self.instance_id} to report its daemons up", probe)
-        except instances.WaitTimeout as exc:
+        except WaitTimeout as exc:
             raise SmokeFailed(f"{exc}; console tail: {instances.console_tail(self.console)}") from None
         self.report(f"seed is up: {READY_LINE!r}")
 

@@ -72,13 +72,18 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
-def describe_image(ec2, image_id: str) -> dict | None:
+def or_none(call: Callable[[], Any], *not_found: str) -> Any:
+    """`call()`, or None when AWS answers with one of the `not_found` error codes."""
     try:
-        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+        return call()
     except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "InvalidAMIID.NotFound":
+        if error_code(exc) in not_found:
             return None
         raise
+
+
+def describe_image(ec2, image_id: str) -> dict | None:
+    images = or_none(lambda: ec2.describe_images(ImageIds=[image_id])["Images"], "InvalidAMIID.NotFound")
     return images[0] if images else None
 
 

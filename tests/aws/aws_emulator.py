@@ -52,22 +52,21 @@ def add_image(region: str, image_id: str, name: str, *, arch: str = "x86_64", da
     return image_id
 
 
+RHEL_IMAGES = [  # key, id, name, architecture, date, owner
+    ("rhel9_old", "ami-0aaa00000000rhel9", "RHEL-9.3.0_HVM-20231101-x86_64-5-Hourly2-GP3", "x86_64", "2023-11-01", RED_HAT),
+    ("rhel9", "ami-0bbb00000000rhel9", "RHEL-9.4.0_HVM-20240605-x86_64-82-Hourly2-GP3", "x86_64", "2024-06-05", RED_HAT),
+    ("rhel9_arm", "ami-0ccc0000000arm64", "RHEL-9.4.0_HVM-20240605-arm64-82-Hourly2-GP3", "arm64", "2024-06-06", RED_HAT),
+    ("rhel8", "ami-0ddd00000000rhel8", "RHEL-8.10.0_HVM-20240601-x86_64-1-Hourly2-GP3", "x86_64", "2024-06-01", RED_HAT),
+    ("rhel9_gp2", "ami-0eee000000000gp2", "RHEL-9.4.0_HVM-20240701-x86_64-82-Hourly2-GP2", "x86_64", "2024-07-01", RED_HAT),
+    ("impostor", "ami-0fff00000impostor", "RHEL-9.9.0_HVM-20250101-x86_64-1-Hourly2-GP3", "x86_64", "2025-01-01",
+     "999999999999"),
+]
+
+
 def add_rhel_images(region: str = "us-east-1") -> dict[str, str]:
-    """A small Red Hat catalogue: the newest matching image must win, the rest must not."""
-    return {
-        "rhel9_old": add_image(region, "ami-0aaa00000000rhel9", "RHEL-9.3.0_HVM-20231101-x86_64-5-Hourly2-GP3",
-                               date="2023-11-01"),
-        "rhel9": add_image(region, "ami-0bbb00000000rhel9", "RHEL-9.4.0_HVM-20240605-x86_64-82-Hourly2-GP3",
-                           date="2024-06-05"),
-        "rhel9_arm": add_image(region, "ami-0ccc0000000arm64", "RHEL-9.4.0_HVM-20240605-arm64-82-Hourly2-GP3",
-                               arch="arm64", date="2024-06-06"),
-        "rhel8": add_image(region, "ami-0ddd00000000rhel8", "RHEL-8.10.0_HVM-20240601-x86_64-1-Hourly2-GP3",
-                           date="2024-06-01"),
-        "rhel9_gp2": add_image(region, "ami-0eee000000000gp2", "RHEL-9.4.0_HVM-20240701-x86_64-82-Hourly2-GP2",
-                               date="2024-07-01"),
-        "impostor": add_image(region, "ami-0fff00000impostor", "RHEL-9.9.0_HVM-20250101-x86_64-1-Hourly2-GP3",
-                              date="2025-01-01", owner="999999999999"),
-    }
+    """A small Red Hat catalogue: the newest matching image must win (not the gp2 one, not the impostor's)."""
+    return {key: add_image(region, image_id, name, arch=arch, date=date, owner=owner)
+            for key, image_id, name, arch, date, owner in RHEL_IMAGES}
 
 
 # ------------------------------------------------------------------ guest simulator
