@@ -200,7 +200,7 @@ def wait_for_bake(ec2, instance_id: str, *, marker: str, recipe: str, poller: Po
         poller.until(f"builder {instance_id} to bake and power off", probe)
     except WaitTimeout as exc:
         text = console.read()
-        raise GuestFailed(f"{exc}; the builder is terminated; console tail: {console_tail(text)}") from None
+        raise GuestFailed(f"{exc}; terminating the builder; console tail: {console_tail(text)}") from None
 
     def read_verdict():
         text = console.read()

@@ -233,3 +233,26 @@ def test_parallel_builds_with_prefixed_logs(emu, capsys):
     for name in ("rhel9-x86_64", "rhel9-arm64"):
         assert any(f"[{name}] done in" in line for line in err)
     assert all("] [" in line or "[rhel9-" in line for line in err if "builder" in line)
+
+
+def test_ctrl_c_during_parallel_builds_undoes_every_build(emu):
+    import os
+    import signal
+    import threading
+
+    from aws_emulator import backend
+
+    emu.guest.mode = "hang"
+
+    def interrupt_when_both_bake():
+        deadline = time.monotonic() + 30
+        while sum(i.state == "running" for i in backend().all_instances()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does: KeyboardInterrupt in the main thread
+
+    threading.Thread(target=interrupt_when_both_bake, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        build_recipes(emu.aws, [load_recipe("rhel9-x86_64"), load_recipe("rhel9-arm64")], emu.options())
+    assert len(emu.recorder.ops("RunInstances")) == 2
+    assert emu.leaks() == {}
