@@ -74,9 +74,9 @@ def _run(args: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def mounted(root: Path, binds: list[tuple[Path, str]] = ()):
+def mounted(root: Path):
     """proc, a private bind of /dev (+ /dev/pts, tmpfs /dev/shm), tmpfs /run, read-only
-    resolv.conf, plus (host_dir, path_in_root) binds. Yields the resolved root."""
+    resolv.conf. Yields the resolved root."""
     root = Path(root).resolve()
     if mounts_under(root):
         raise SeedError(f"{root} is already mounted ({', '.join(mounts_under(root))}): another run uses it")
@@ -103,9 +103,6 @@ def mounted(root: Path, binds: list[tuple[Path, str]] = ()):
         resolv.touch()
         mount(["--bind", "/etc/resolv.conf"], resolv)
         _run(["mount", "-o", "remount,bind,ro", str(resolv)])
-        for host_dir, inside in binds:
-            host_dir.mkdir(parents=True, exist_ok=True)
-            mount(["--bind", str(host_dir)], root / inside.lstrip("/"))
         yield root
     finally:
         with signals_deferred():
