@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import re
 import threading
 import time
 import uuid
@@ -205,6 +206,11 @@ class Build:
         self.image = images.finish_image(self.ec2, self.image_id, self.tags("image", self.ami_name), self.poller)
         self.report(f"image {self.image_id} available; image and snapshots tagged; ImdsSupport=v2.0")
 
+    def installed_htcondor_version(self) -> str:
+        """What the bake script reported installing (`… htcondor-version=24.0.5`), else the recipe's series."""
+        found = re.findall(rf"{re.escape(MARKERS['bake'])} htcondor-version=(\d[\w.\-]*)", self.console)
+        return found[-1] if found else self.recipe.data["htcondor"]["version"]
+
     def write_manifest(self):
         encrypted = any(m.get("Ebs", {}).get("Encrypted") for m in self.image.get("BlockDeviceMappings", []))
         self.build = manifest.new_build(
@@ -216,7 +222,7 @@ class Build:
                 "base_ami": self.base.image_id,
                 "base_ami_name": self.base.name,
                 "base_ami_date": self.base.creation_date,
-                "htcondor_version": self.recipe.data["htcondor"]["version"],
+                "htcondor_version": self.installed_htcondor_version(),
                 "build_id": self.build_id,
                 "ami_name": self.ami_name,
                 "secret_scan": "passed",  # wait_bake only returns on `SUCCESS … scan=clean`

@@ -87,6 +87,7 @@ class GuestSimulator:
     seed: str = "ready"
     bake_seconds: float = 0.05
     boot_seconds: float = 0.05
+    htcondor_version: str = "24.0.5"
     console: dict[str, str] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)  # instance id -> what it was judged to be
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, instance, what)
@@ -137,7 +138,8 @@ class GuestSimulator:
             self.console[instance.id] += f"{marker} FAILED recipe={recipe} line=42 exit=1\n"
             self._event(instance, "bake failed")
             return
-        self.console[instance.id] += f"{marker} step: scan\n{marker} SUCCESS recipe={recipe} scan=clean\n"
+        self.console[instance.id] += (f"{marker} htcondor-version={self.htcondor_version}\n{marker} step: scan\n"
+                                      f"{marker} SUCCESS recipe={recipe} scan=clean\n")
         self.power_off(instance)
 
     def _boot(self, instance):

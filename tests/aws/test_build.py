@@ -98,7 +98,7 @@ def test_happy_path_every_resource_and_tag(emu):
     assert entry["custom_data"] == {
         "recipe": "rhel9-x86_64", "fingerprint": fp, "base_ami": base_id,
         "base_ami_name": "RHEL-9.4.0_HVM-20240605-x86_64-82-Hourly2-GP3", "base_ami_date": "2024-06-05T00:00:00.000Z",
-        "htcondor_version": "24.0", "build_id": result.build_id, "ami_name": image["Name"],
+        "htcondor_version": "24.0.5", "build_id": result.build_id, "ami_name": image["Name"],
         "secret_scan": "passed", "smoke_test": "not-run", "encrypted": "false",
     }
     assert all(isinstance(v, str) for v in entry["custom_data"].values())

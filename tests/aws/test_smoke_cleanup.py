@@ -61,7 +61,8 @@ def test_smoke_test_refuses_a_missing_image(emu):
 
 def killed_run(emu) -> Build:
     """What a SIGKILLed build leaves: builder stopped, image created, nothing undone."""
-    run = Build(emu.aws, load_recipe("rhel9-x86_64"), emu.options(), report=lambda m: None)
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # not the same AMI name as a build now
+    run = Build(emu.aws, load_recipe("rhel9-x86_64"), emu.options(now=lambda: started), report=lambda m: None)
     for step in run.steps():
         step.run()
         if step.name == "create image":
