@@ -1,6 +1,8 @@
 """Shared helpers for the Invoke tasks: one clear line on error, consistent progress output."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import sys
 import time
@@ -8,9 +10,23 @@ import time
 from .errors import SeedError
 
 
+# Set by `log_prefix` for one thread (and the pools that copy its context): which recipe is talking.
+_prefix: contextvars.ContextVar[str] = contextvars.ContextVar("condor_seed_log_prefix", default="")
+
+
 def progress(message: str, *, prefix: str = "") -> None:
     stamp = time.strftime("%H:%M:%S")
-    print(f"[{stamp}] {prefix}{message}", file=sys.stderr, flush=True)
+    print(f"[{stamp}] {_prefix.get()}{prefix}{message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def log_prefix(prefix: str):
+    """Progress lines printed meanwhile in this context start with `prefix` (concurrent recipes)."""
+    token = _prefix.set(_prefix.get() + prefix)
+    try:
+        yield
+    finally:
+        _prefix.reset(token)
 
 
 def one_line_errors(func):

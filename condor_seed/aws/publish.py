@@ -16,6 +16,7 @@ missing):
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import datetime as dt
 import hashlib
 import time
@@ -377,8 +378,9 @@ class Publisher:
         for region in self.regions:  # make the clients before the threads share them
             self.aws.ec2(region)
             self.aws.ssm(region)
+        context = contextvars.copy_context()  # the caller's log prefix reaches the region threads
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(self.regions), 16)) as pool:
-            return list(pool.map(self.run_region, self.regions))
+            return list(pool.map(lambda region: context.copy().run(self.run_region, region), self.regions))
 
     def record(self, outcomes: list[Outcome]) -> None:
         """Write every region's AMI into the manifest build (source first)."""
