@@ -254,3 +254,30 @@ def list_seeds(c, recipe, regions=None, profile=None):
     loaded = load_recipe(recipe)
     wanted = _regions_flag(regions) or loaded.regions
     print(format_table(inventory(Aws(profile=profile), loaded, regions=wanted), wanted))
+
+
+# ---- nightly
+@task(help={
+    "recipe": "`all` (every EC2 recipe; local ones are skipped, the default) or comma-separated recipe names",
+    "force": "rebuild, smoke-test and publish even the recipes whose published seed is up to date",
+    "region": "region to build and smoke-test in (default: AWS_REGION / your profile's region)",
+    "profile": "AWS profile (default: the standard credential chain)",
+    "poll_interval": "seconds between state polls of builds, smoke tests and copies (default 5)",
+})
+@one_line_errors
+def nightly(c, recipe="all", force=False, region=None, profile=None, poll_interval=None):
+    """Rebuild what changed: for each recipe, skip it when a published seed has its fingerprint
+    (no instance launched), else build, smoke-test, publish and prune. Recipes run concurrently;
+    prints a summary table and exits non-zero when any recipe failed."""
+    from condor_seed.aws.session import Aws
+    from condor_seed.nightly import NightlyOptions, failure_summary, format_table, nightly as run_nightly, select_recipes
+
+    recipes = select_recipes(recipe)
+    aws = Aws(profile=profile)
+    opts = NightlyOptions(region=_aws_region(aws, region), force=force)
+    opts.poll_interval = float(poll_interval) if poll_interval else opts.poll_interval
+    runs = run_nightly(aws, recipes, opts)
+    print(format_table(runs), flush=True)
+    failed = failure_summary(runs)
+    if failed:
+        raise failed
