@@ -53,6 +53,7 @@ class Poller:
         start = self.clock()
         next_report = start + self.report_every
         while True:
+            polled = self.clock()
             done, state, value = probe()
             if done:
                 return value
@@ -63,7 +64,8 @@ class Poller:
             if now >= next_report:
                 self.report(f"still waiting for {what}: {state}, {fmt_seconds(elapsed)} elapsed")
                 next_report = now + self.report_every
-            self.sleep(max(0.0, min(self.interval, limit - elapsed)))
+            # A steady cadence: one poll every `interval`, however long the call took.
+            self.sleep(max(0.0, min(self.interval - (now - polled), limit - elapsed)))
 
 
 def error_code(exc: BaseException) -> str:

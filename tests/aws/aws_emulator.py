@@ -69,6 +69,36 @@ def add_rhel_images(region: str = "us-east-1") -> dict[str, str]:
             for key, image_id, name, arch, date, owner in RHEL_IMAGES}
 
 
+# ------------------------------------------------------------------ subprocess runs
+def private_recipe(folder, project) -> "Path":
+    """A copy of rhel9-x86_64 that is not published: a subprocess needs no image block public access
+    answer (moto lacks the call, and the test's hooks do not reach another process)."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("defaults.yaml", "rhel9-x86_64.yaml"):
+        shutil.copy(Path(project) / "recipes" / name, folder)
+    (folder / "rhel9-private.yaml").write_text(
+        "extends: rhel9-x86_64\ndescription: private test seed\nregions: [us-east-1]\n"
+        "publish: {public: false, keep: 1, prune: false}\n")
+    return folder / "rhel9-private.yaml"
+
+
+def sigterm_during_bake(proc, region: str = "us-east-1", wait: float = 60.0) -> tuple[str, str]:
+    """Send SIGTERM to `proc` once a builder runs (inside the wait for the guest); return its output."""
+    import signal
+
+    deadline = time.monotonic() + wait
+    while not any(i.state == "running" for i in backend(region).all_instances()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=wait)
+
+
 # ------------------------------------------------------------------ guest simulator
 def decode_user_data(value: str) -> str:
     raw = base64.b64decode(value)

@@ -3,16 +3,13 @@ bad input ends with one line and a non-zero exit, and creates nothing; SIGTERM u
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from aws_emulator import backend
+from aws_emulator import private_recipe, sigterm_during_bake
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -64,32 +61,13 @@ def test_cleanup_with_nothing_to_do(emu):
     assert proc.returncode == 0 and "nothing to clean up in us-east-1" in proc.stderr
 
 
-def private_recipe(tmp_path: Path) -> Path:
-    """A copy of rhel9-x86_64 that is not published: it needs no image block public access check,
-    which moto lacks and a subprocess cannot have answered by the test's hooks."""
-    folder = tmp_path / "recipes"
-    folder.mkdir()
-    shutil.copy(PROJECT / "recipes" / "defaults.yaml", folder)
-    shutil.copy(PROJECT / "recipes" / "rhel9-x86_64.yaml", folder)
-    (folder / "rhel9-private.yaml").write_text(
-        "extends: rhel9-x86_64\ndescription: private test seed\nregions: [us-east-1]\n"
-        "publish: {public: false, keep: 1, prune: false}\n")
-    return folder / "rhel9-private.yaml"
-
-
 def test_sigterm_during_the_bake_undoes_everything(emu, tmp_path):
     emu.guest.mode = "hang"
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "build-seed", "--region", "us-east-1", "--recipe",
-         str(private_recipe(tmp_path)), "--poll-interval", "0.05"],
+         str(private_recipe(tmp_path / "recipes", PROJECT)), "--poll-interval", "0.05"],
         cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not any(i.state == "running" for i in backend().all_instances()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.3)  # inside the wait for the guest
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = sigterm_during_bake(proc)
     assert proc.returncode == 130, err
     assert "bake: failed (terminated (SIGTERM))" in err and "terminated builder" in err
     assert "deleted security group" in err
