@@ -22,6 +22,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import manifest as manifest_mod
 from ..cli import progress
@@ -409,8 +410,10 @@ class Publisher:
 def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = None, region: str | None = None,
                 regions: list[str] | None = None, dry_run: bool = False, disable_block_public_access: bool = False,
                 poll_interval: float = POLL_INTERVAL, copy_timeout: float = COPY_TIMEOUT,
-                bpa_timeout: float = BPA_TIMEOUT, manifest_dir: Path | None = None) -> list[Outcome]:
-    """Publish the manifest's last build (or one AMI); raise PublishError naming what failed where."""
+                bpa_timeout: float = BPA_TIMEOUT, manifest_dir: Path | None = None,
+                show: Callable[[str], None] = print) -> list[Outcome]:
+    """Publish the manifest's last build (or one AMI); raise PublishError naming what failed where.
+    `show` gets each region's outcome line (stdout by default; nightly sends them to its recipe's log)."""
     if bool(manifest) == bool(ami):
         raise PublishError("give either --manifest PATH or --ami ID --region R")
     if ami:
@@ -438,7 +441,7 @@ def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = Non
     outcomes = publisher.run()
     publisher.record(outcomes)
     for outcome in outcomes:
-        print(outcome.line())
+        show(outcome.line())
     failed = [o for o in outcomes if not o.ok]
     if failed:
         ok = [o.region for o in outcomes if o.ok]
