@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
-import threading
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Callable
 from . import manifest
 from .aws import images
 from .aws.base_image import BaseImage, find_base_image
-from .aws.build import BuildOptions, _wait_quietly, build_recipe, utcnow
+from .aws.build import BuildOptions, build_recipe, run_concurrently, utcnow
 from .aws.catalog import SOURCE_AMI_TAG, newest_first
 from .aws.preflight import identity_and_region
 from .aws.publish import publish_ami
@@ -47,7 +47,7 @@ from .aws.waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY
 from .cli import log_prefix, progress
 from .errors import RecipeError, SeedError
 from .fingerprint import fingerprint
-from .pipeline import cancellable_sleep, sigterm_as_interrupt
+from .pipeline import sigterm_as_interrupt
 from .recipe import Recipe, load_recipes
 from .render import render
 
@@ -204,7 +204,8 @@ class Nightly:
             run.amis = {}
             raise
         manifest.set_result(*record, "smoke_test", "passed")
-        outcomes = publish_ami(self.aws, manifest=built.manifest_path, poll_interval=o.poll_interval)
+        outcomes = publish_ami(self.aws, manifest=built.manifest_path, poll_interval=o.poll_interval,
+                               show=self.report)
         run.amis = {outcome.region: outcome.image_id for outcome in outcomes}
 
     def _discard(self, image_id: str) -> None:
@@ -241,18 +242,8 @@ class Nightly:
 
     def _rebuild_all(self, runs: list[RecipeRun]) -> None:
         """Concurrently; Ctrl-C or SIGTERM (main thread) tells every build to stop and undo itself."""
-        cancel = threading.Event()
-        sleep = cancellable_sleep(cancel, self.opts.sleep)
-        with sigterm_as_interrupt(), concurrent.futures.ThreadPoolExecutor(
-                max_workers=len(runs), thread_name_prefix="nightly") as pool:
-            futures = [pool.submit(self.rebuild, run, sleep) for run in runs]
-            try:
-                concurrent.futures.wait(futures)
-            except KeyboardInterrupt:
-                progress("interrupted: stopping every build and undoing what each created")
-                cancel.set()
-                _wait_quietly(futures)
-                raise
+        with sigterm_as_interrupt():
+            run_concurrently([functools.partial(self.rebuild, run) for run in runs], self.opts.sleep, "nightly")
 
 
 def nightly(aws: Aws, recipes: list[Recipe], opts: NightlyOptions) -> list[RecipeRun]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import functools
 import re
 import threading
 import time
@@ -258,19 +259,10 @@ def build_recipes(aws: Aws, recipes: list[Recipe], opts: BuildOptions) -> list[B
     with sigterm_as_interrupt():
         if len(recipes) == 1:
             return [build_recipe(aws, recipes[0], opts)]
-        cancel = threading.Event()
-        sleep = cancellable_sleep(cancel, opts.sleep)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(recipes), thread_name_prefix="build") as pool:
-            futures = {pool.submit(build_recipe, aws, recipe, opts, None, sleep): recipe for recipe in recipes}
-            try:
-                concurrent.futures.wait(futures)
-            except KeyboardInterrupt:
-                progress("interrupted: stopping every build and undoing what each created")
-                cancel.set()
-                _wait_quietly(futures)
-                raise
+        futures = run_concurrently([functools.partial(build_recipe, aws, recipe, opts, None) for recipe in recipes],
+                                   opts.sleep, "build")
         results, failures = [], []
-        for future, recipe in futures.items():
+        for future, recipe in zip(futures, recipes):
             try:
                 results.append(future.result())
             except Cancelled:
@@ -280,6 +272,25 @@ def build_recipes(aws: Aws, recipes: list[Recipe], opts: BuildOptions) -> list[B
         if failures:
             raise SeedError(f"{len(failures)} of {len(recipes)} builds failed: {'; '.join(failures)}")
         return results
+
+
+def run_concurrently(jobs: list[Callable[[Callable[[float], None]], object]], sleep: Callable[[float], None],
+                     name: str) -> list[concurrent.futures.Future]:
+    """Run each `job(sleep)` in its own thread and wait for all. Ctrl-C (or SIGTERM, under
+    `sigterm_as_interrupt`) in the main thread makes every job's sleep raise `Cancelled`, waits while
+    each undoes its own steps, then re-raises the interrupt."""
+    cancel = threading.Event()
+    cancellable = cancellable_sleep(cancel, sleep)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix=name) as pool:
+        futures = [pool.submit(job, cancellable) for job in jobs]
+        try:
+            concurrent.futures.wait(futures)
+        except KeyboardInterrupt:
+            progress("interrupted: stopping every build and undoing what each created")
+            cancel.set()
+            _wait_quietly(futures)
+            raise
+    return futures
 
 
 def _wait_quietly(futures) -> None:
