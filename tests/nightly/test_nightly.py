@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,9 +97,14 @@ def test_a_region_missing_its_published_seed_rebuilds(night):
     assert again.action == BUILT and list(again.amis) == REGIONS
 
 
-def test_one_failing_recipe_does_not_stop_the_others(night):
+def test_one_failing_recipe_does_not_stop_the_others(night, capsys):
     night.guest.failing = {"rhel8-x86_64"}
     runs = night.run("rhel9-x86_64,rhel8-x86_64")
+    out, err = capsys.readouterr()
+    assert out == ""  # the table is the command's; every log line says whose it is, publish's region lines too
+    lines = [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("[")]
+    assert lines and all(line.startswith(("[rhel9-x86_64] ", "[rhel8-x86_64] ")) for line in lines), lines
+    assert "[rhel9-x86_64] us-west-2: published ami-" in err and "[rhel9-x86_64] us-east-2: copying" in err
     assert runs["rhel9-x86_64"].ok and runs["rhel9-x86_64"].action == BUILT
     failed = runs["rhel8-x86_64"]
     assert not failed.ok and failed.action.startswith("FAILED: bake failed")
@@ -159,3 +166,32 @@ def test_command_line_prints_the_table_and_fails_when_a_recipe_fails(night):
     assert "FAILED: no base image for rhel8-x86_64" in bad
     assert proc.stderr.strip().splitlines()[-1] == "error: 1 of 2 recipes failed: rhel8-x86_64 (see the table)"
     assert "[rhel9-x86_64] up to date" in proc.stderr
+
+
+def test_sigterm_during_a_nightly_build_undoes_it(night, tmp_path):
+    """A private copy of rhel9-x86_64 (no image block public access check, which a subprocess cannot
+    have answered by the test's hooks); the guest never finishes its bake."""
+    night.guest.mode = "hang"
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for name in ("defaults.yaml", "rhel9-x86_64.yaml"):
+        shutil.copy(PROJECT / "recipes" / name, folder)
+    private = folder / "rhel9-private.yaml"
+    private.write_text("extends: rhel9-x86_64\ndescription: private test seed\nregions: [us-east-1]\n"
+                       "publish: {public: false, keep: 1, prune: false}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "nightly", "--recipe", str(private), "--region",
+                             "us-east-1", "--poll-interval", "0.05"],
+                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(i.state == "running" for i in backend().all_instances()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the wait for the guest
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "[rhel9-private] terminated builder" in err and "[rhel9-private] deleted security group" in err
+    assert night.live_instances() == []
+    ec2 = night.setup.ec2("us-east-1")
+    assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+    assert ec2.describe_images(Owners=["self"])["Images"] == []
