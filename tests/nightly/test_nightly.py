@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from condor_seed.nightly import BUILT, UP_TO_DATE, failure_summary, format_table
 from condor_seed.recipe import load_recipe
 from condor_seed.render import render
 
-from aws_emulator import add_image, backend
+from aws_emulator import add_image, backend, private_recipe, sigterm_during_bake
 from publish_helpers import REGIONS, is_mutating
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -169,26 +167,12 @@ def test_command_line_prints_the_table_and_fails_when_a_recipe_fails(night):
 
 
 def test_sigterm_during_a_nightly_build_undoes_it(night, tmp_path):
-    """A private copy of rhel9-x86_64 (no image block public access check, which a subprocess cannot
-    have answered by the test's hooks); the guest never finishes its bake."""
-    night.guest.mode = "hang"
-    folder = tmp_path / "recipes"
-    folder.mkdir()
-    for name in ("defaults.yaml", "rhel9-x86_64.yaml"):
-        shutil.copy(PROJECT / "recipes" / name, folder)
-    private = folder / "rhel9-private.yaml"
-    private.write_text("extends: rhel9-x86_64\ndescription: private test seed\nregions: [us-east-1]\n"
-                       "publish: {public: false, keep: 1, prune: false}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "nightly", "--recipe", str(private), "--region",
-                             "us-east-1", "--poll-interval", "0.05"],
+    night.guest.mode = "hang"  # the guest never finishes its bake
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "nightly", "--recipe",
+                             str(private_recipe(tmp_path / "recipes", PROJECT)), "--region", "us-east-1",
+                             "--poll-interval", "0.05"],
                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not any(i.state == "running" for i in backend().all_instances()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.3)  # inside the wait for the guest
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = sigterm_during_bake(proc)
     assert proc.returncode == 130, err
     assert "[rhel9-private] terminated builder" in err and "[rhel9-private] deleted security group" in err
     assert night.live_instances() == []
