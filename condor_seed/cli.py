@@ -40,7 +40,8 @@ def one_line_errors(func):
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
         except KeyboardInterrupt:
-            print("interrupted: cleaned up what this run created", file=sys.stderr, flush=True)
+            print("interrupted: stopped; what was undone is listed above (`invoke cleanup` finds anything left)",
+                  file=sys.stderr, flush=True)
             raise SystemExit(130) from None
 
     return wrapper
