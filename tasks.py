@@ -266,9 +266,10 @@ def list_seeds(c, recipe, regions=None, profile=None):
 })
 @one_line_errors
 def nightly(c, recipe="all", force=False, region=None, profile=None, poll_interval=None):
-    """Rebuild what changed: for each recipe, skip it when a published seed has its fingerprint
-    (no instance launched), else build, smoke-test, publish and prune. Recipes run concurrently;
-    prints a summary table and exits non-zero when any recipe failed."""
+    """Rebuild only what changed: build, smoke-test, publish and prune recipes whose fingerprint is new.
+
+    A recipe whose published seed already has its fingerprint is "up to date" (no instance is
+    launched). Recipes run concurrently; prints a summary table and exits non-zero when any failed."""
     from condor_seed.aws.session import Aws
     from condor_seed.nightly import NightlyOptions, failure_summary, format_table, nightly as run_nightly, select_recipes
 
