@@ -21,8 +21,9 @@ from ..recipe import Recipe
 from ..render import BAKE_SCRIPT, MARKERS, render
 from ..scan import scan_tree
 from . import rootfs
-from .chroot import mounted, remove_tree
+from .chroot import mounted
 from .mirror import system_mirror
+from .workarea import work_area
 
 LOCAL_BUILDER = "condor-seed.local"
 OUT_DIR = PROJECT_DIR / "out"
@@ -120,13 +121,12 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
     mirror = (mirror or system_mirror()).rstrip("/")
     suite = recipe.data["os"]["codename"]
     build_id = new_build_id(recipe)
-    work = out_dir / "work" / build_id
-    root = work / "rootfs"
     timings: dict[str, float] = {}
     tree = render(recipe)
     start = time.monotonic()
     progress(f"local build {build_id}: recipe {recipe.name}, Debian {suite}")
-    try:
+    with work_area(out_dir / "work", build_id, keep=keep_work) as work:
+        root = work / "rootfs"
         t = time.monotonic()
         if force:
             rootfs.base_tarball_path(cache_dir, suite, recipe.architecture, mirror).unlink(missing_ok=True)
@@ -137,7 +137,6 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         timings["unpack"] = time.monotonic() - t
         progress(f"base ready ({'cached' if cached else 'new'}): {base.name}; running the bake script")
         t = time.monotonic()
-        work.mkdir(parents=True, exist_ok=True)
         version = _bake(root, tree.bake_script.content, work / "bake.log")
         timings["bake"] = time.monotonic() - t
         t = time.monotonic()
@@ -164,6 +163,3 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         timings["total"] = time.monotonic() - start
         progress(f"built {image} ({image.stat().st_size / 1e6:.1f} MB, HTCondor {version}) in {timings['total']:.1f} s")
         return LocalBuild(recipe.name, build_id, image, manifest_path, digest, version, timings)
-    finally:
-        if not keep_work:
-            remove_tree(work)

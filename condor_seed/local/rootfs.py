@@ -14,6 +14,7 @@ from pathlib import Path
 from ..cli import progress
 from ..errors import PreflightError, SeedError
 from .chroot import remove_tree
+from .workarea import locked
 
 TAR_FLAGS = ["--numeric-owner", "--xattrs", "--acls"]
 DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
@@ -41,9 +42,15 @@ def base_tarball_path(cache_dir: Path, suite: str, architecture: str, mirror: st
 def ensure_base(cache_dir: Path, suite: str, architecture: str, mirror: str) -> tuple[Path, bool]:
     """The cached pristine base tarball, made with debootstrap if missing. Returns (path, was_cached)."""
     tarball = base_tarball_path(cache_dir, suite, architecture, mirror)
-    if tarball.exists():
-        return tarball, True
     tarball.parent.mkdir(parents=True, exist_ok=True)
+    with locked(tarball.with_suffix(".lock")):  # two runs never debootstrap into one folder
+        if tarball.exists():
+            return tarball, True
+        _debootstrap(tarball, suite, architecture, mirror)
+    return tarball, False
+
+
+def _debootstrap(tarball: Path, suite: str, architecture: str, mirror: str) -> None:
     scratch = tarball.with_suffix(".tmp")
     remove_tree(scratch)
     progress(f"debootstrap {suite} ({DEBIAN_ARCH[architecture]}, minbase) — first run only, about 30-60 s")
@@ -64,7 +71,6 @@ def ensure_base(cache_dir: Path, suite: str, architecture: str, mirror: str) -> 
         partial.rename(tarball)  # atomic: a killed run never leaves a half base behind
     finally:
         remove_tree(scratch)
-    return tarball, False
 
 
 def unpack(tarball: Path, root: Path) -> None:
@@ -77,9 +83,12 @@ def pack(root: Path, image: Path) -> Path:
     """Compressed tarball of the tree (zstd, multi-threaded); written atomically."""
     image.parent.mkdir(parents=True, exist_ok=True)
     partial = image.with_name(image.name + ".part")
-    subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "--one-file-system", "--zstd", "-cf", str(partial), "."],
-                   check=True, env={**os.environ, "ZSTD_CLEVEL": "3", "ZSTD_NBTHREADS": "0"})
-    partial.rename(image)
+    try:
+        subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "--one-file-system", "--zstd", "-cf", str(partial), "."],
+                       check=True, env={**os.environ, "ZSTD_CLEVEL": "3", "ZSTD_NBTHREADS": "0"})
+        partial.rename(image)
+    finally:
+        partial.unlink(missing_ok=True)
     return image
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,9 @@ from ..recipe import Recipe
 from ..render import IMAGE_PATHS, MARKERS
 from . import rootfs
 from .build import LOCAL_BUILDER, OUT_DIR
-from .chroot import mounted, remove_tree, run_in
+from .chroot import mounted, run_in
 from .pool import Pool, render_local, wait_for, write
+from .workarea import work_area
 
 EMULATED_PUBLIC_IP = "127.0.0.2"  # reaches the seed on this host: HTCondor binds all interfaces
 JOB_USER = "alice"
@@ -163,41 +165,43 @@ def _wrong_secret_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
     result.passed("worker with the wrong password refused", needle)
 
 
+def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult) -> None:
+    root = work / "rootfs"
+    rootfs.unpack_image(image, root)
+    # Instance facts the cloud provides, not part of the image.
+    write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{os.uname().nodename}\n")
+    write(root / "etc/condor/config.d/90-instance.config", render_local("seed-instance.config.j2"))
+    with mounted(root) as root, ImdsEmulator(public_ip=EMULATED_PUBLIC_IP) as imds:
+        pool = Pool(root, work)
+        try:
+            _boot(root, pool, imds.url, result)
+            _check_seed(root, pool, result)
+            _workers_join(root, pool, recipe, result)
+            _job_runs(root, pool, result)
+            _wrong_secret_refused(root, pool, result)
+        finally:
+            t = time.monotonic()
+            pool.stop()
+            result.timings["teardown"] = time.monotonic() - t
+
+
 def smoke_test_local(recipe: Recipe, out_dir: Path | None = None, keep_work: bool = False) -> SmokeResult:
     rootfs.require_root_tools()
     out_dir = Path(out_dir or OUT_DIR)
     manifest_path, build, image = latest_local_build(recipe, out_dir)
     result = SmokeResult(build["packer_run_uuid"])
-    work = out_dir / "work" / f"smoke-{result.build_id}"
-    root = work / "rootfs"
     progress(f"smoke test of {image.name}: unpack, boot, annex workers, a job")
     start = time.monotonic()
-    outcome = "failed"
+    outcome, name = "failed", f"smoke-{result.build_id}-{secrets.token_hex(2)}"
     try:
-        rootfs.unpack_image(image, root)
-        # Instance facts the cloud provides, not part of the image.
-        host = os.uname().nodename
-        write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n")
-        write(root / "etc/condor/config.d/90-instance.config", render_local("seed-instance.config.j2"))
-        with mounted(root) as root, ImdsEmulator(public_ip=EMULATED_PUBLIC_IP) as imds:
-            pool = Pool(root, work)
-            try:
-                _boot(root, pool, imds.url, result)
-                _check_seed(root, pool, result)
-                _workers_join(root, pool, recipe, result)
-                _job_runs(root, pool, result)
-                _wrong_secret_refused(root, pool, result)
-            finally:
-                t = time.monotonic()
-                pool.stop()
-                result.timings["teardown"] = time.monotonic() - t
+        with work_area(out_dir / "work", name, keep=keep_work) as work:
+            _boot_and_check(image, work, recipe, result)
         outcome = "passed"
     except TimeoutError as exc:
-        raise SmokeTestFailed(f"{exc} (logs in {work}/rootfs/var/log/condor; rerun with --keep-work)") from None
+        hint = f"logs: {work}/rootfs/var/log/condor" if keep_work else "rerun with --keep-work to keep the logs"
+        raise SmokeTestFailed(f"{exc} ({hint})") from None
     finally:
         manifest.set_result(manifest_path, result.build_id, "smoke_test", outcome)
-        if not keep_work:
-            remove_tree(work)
     result.timings["total"] = time.monotonic() - start
     progress(f"smoke test passed in {result.timings['total']:.1f} s")
     return result

@@ -107,3 +107,22 @@ def test_secret_left_by_the_bake_fails_the_build(tmp_path, monkeypatch):
     assert "secret scan failed" in str(err.value) and "/etc/profile.d/leak.sh: AWS Access Key" in str(err.value)
     assert not list((tmp_path / "images").glob("*")) if (tmp_path / "images").exists() else True
     assert mounts_under(tmp_path) == [] and processes_in(tmp_path) == []
+
+
+def test_sigkilled_run_is_cleaned_up_by_the_next(local_out):
+    """SIGKILL leaves daemons running and trees mounted; the next run's reaper stops and unmounts them."""
+    from condor_seed.local.workarea import reap_stale
+
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "smoke-test", "--target", "local", "--out", str(local_out)],
+                            cwd=PROJECT_DIR, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "collector, negotiator and schedd answer" in line:
+            break
+    proc.kill()
+    proc.wait()
+    work = local_out / "work"
+    assert mounts_under(work), "the killed run left its mounts (the situation the reaper exists for)"
+    assert any(processes_in(d / "rootfs") for d in work.iterdir() if d.is_dir())
+    reaped = reap_stale(work)
+    assert len(reaped) == 1
+    _nothing_left(local_out)

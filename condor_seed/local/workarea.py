@@ -1,0 +1,79 @@
+"""Work folders under out/work: locked while a run uses them, reaped when a killed run left them.
+
+A run that is SIGKILLed cannot unmount or stop what it started. The next run finds its folder
+(the lock is free again), stops what still runs in it, unmounts it and removes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+from pathlib import Path
+
+from ..cli import progress
+from .chroot import kill_processes_in, mounts_under, remove_tree
+
+LOCK = ".lock"
+KEEP = ".keep"  # asked for with --keep-work: unmounted when stale, never removed
+
+
+@contextlib.contextmanager
+def locked(path: Path, blocking: bool = True):
+    """An exclusive flock on `path` (created if missing); yields False when non-blocking and busy."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def reap_stale(parent: Path) -> list[Path]:
+    """Clean every work folder under `parent` whose run is gone; returns those it cleaned."""
+    reaped = []
+    for work in sorted(p for p in Path(parent).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        lock = work / LOCK
+        if not lock.exists():
+            continue
+        with locked(lock, blocking=False) as mine:
+            if not mine:
+                continue  # a live run holds it
+            killed = kill_processes_in(work / "rootfs")
+            for target in mounts_under(work):
+                subprocess.run(["umount", "--lazy", target], capture_output=True)
+            if not (work / KEEP).exists():
+                remove_tree(work)
+            progress(f"cleaned up after an interrupted run: {work.name}"
+                     + (f" ({len(killed)} process(es) stopped)" if killed else ""))
+            reaped.append(work)
+    return reaped
+
+
+@contextlib.contextmanager
+def work_area(parent: Path, name: str, keep: bool = False):
+    """out/work/NAME for one run: stale folders reaped first, locked while used, removed after."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    reap_stale(parent)
+    # Made and locked under a hidden name, then renamed: a reaper never sees it unlocked.
+    hidden, work = parent / f".{name}.new", parent / name
+    hidden.mkdir()
+    fd = os.open(hidden / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        hidden.rename(work)
+        if keep:
+            (work / KEEP).touch()
+        try:
+            yield work
+        finally:
+            if not keep:
+                remove_tree(work)
+    finally:
+        os.close(fd)
+        remove_tree(hidden)
