@@ -159,11 +159,6 @@ class Recipe:
     def supports_idtokens(self) -> bool:
         return self.htcondor_version >= (9, 0)
 
-    @property
-    def password_identity_is_condor_at_password(self) -> bool:
-        # 23.9.6 / 24.0 renamed the pool identity to condor@password.
-        return self.htcondor_version >= (23, 9)
-
     def context(self, **extra: Any) -> dict[str, Any]:
         """Template context: the recipe's data plus derived facts."""
         ctx = copy.deepcopy(self.data)
@@ -171,7 +166,6 @@ class Recipe:
             recipe=self.name,
             annex_generation=self.annex_generation,
             supports_idtokens=self.supports_idtokens,
-            htcondor_version_tuple=self.htcondor_version,
         )
         ctx.update(extra)
         return ctx

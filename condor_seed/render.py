@@ -81,10 +81,6 @@ class RenderedTree:
         raise KeyError(path)
 
     @property
-    def config_files(self) -> list[RenderedFile]:
-        return [f for f in self.image_files if f.path.startswith(IMAGE_PATHS["config_dir"] + "/")]
-
-    @property
     def scripts(self) -> list[RenderedFile]:
         return [f for f in self.image_files + (self.bake_script,) if f.is_script]
 
