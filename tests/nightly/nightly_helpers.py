@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Night:
     guest: RecipeGuest
     bases: dict[str, str]
     tmp_path: Path
+    last_end: float = 0.0
 
     def options(self, **overrides) -> NightlyOptions:
         values = dict(region="us-east-1", poll_interval=0.02, build_timeout=20.0, smoke_timeout=20.0,
@@ -43,7 +45,13 @@ class Night:
     def run(self, recipes: str = "rhel9-x86_64", **overrides) -> dict[str, RecipeRun]:
         """One nightly; the call record starts afresh (earlier calls still go to the IAM check)."""
         self.emulated.forget()
-        runs = nightly(self.aws, select_recipes(recipes), self.options(**overrides))
+        # AMI names carry the build's start to the second (a real build takes minutes); against the
+        # emulator two nightlies can build one recipe in the same second: start in a later second.
+        time.sleep(max(0.0, int(self.last_end) + 1 - time.time()))
+        try:
+            runs = nightly(self.aws, select_recipes(recipes), self.options(**overrides))
+        finally:
+            self.last_end = time.time()
         return {run.name: run for run in runs}
 
     def count(self, operation: str) -> int:
