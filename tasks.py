@@ -154,7 +154,8 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
         return
     from condor_seed import manifest
     from condor_seed.aws.session import Aws
-    from condor_seed.aws.smoke import smoke_test as run_smoke_test
+    from condor_seed.aws.smoke import record_result, smoke_test as run_smoke_test
+    from condor_seed.aws.tags import SMOKE_TEST_TAG
     from condor_seed.errors import PreflightError
 
     if not ami:
@@ -172,6 +173,9 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
     if record:
         manifest.set_result(record[0], record[1]["packer_run_uuid"], "smoke_test", "passed")
         progress(f"recorded smoke_test=passed in {record[0]}")
+    if result.ours:  # the tag outlives the manifest: nightly resumes publishing a smoke-tested image
+        record_result(aws.ec2(region), ami, "passed")
+        progress(f"tagged {ami} {SMOKE_TEST_TAG}=passed")
     print(f"passed\t{region}:{ami}\t{result.instance_id}")
 
 

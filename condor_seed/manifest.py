@@ -7,7 +7,8 @@
 
 Like Packer, a new build is appended and `last_run_uuid` points at it. custom_data values are
 strings (Packer's rule): recipe, fingerprint, base_ami, base_ami_name, base_ami_date,
-htcondor_version, build_id, secret_scan / smoke_test ("passed" | "failed" | "not-run"), encrypted.
+htcondor_version, build_id, secret_scan / smoke_test ("passed" | "failed" | "not-run"), encrypted;
+`resumed: "true"` marks an entry nightly recreated from the image's tags (`nightly.build_from_image`).
 Writes are atomic (temp file + rename) and serialised within the process.
 """
 from __future__ import annotations

@@ -14,10 +14,23 @@ For every EC2 recipe, concurrently:
    - not deprecated yet (a deprecated seed must be replaced; publish refuses to re-publish it).
    Then it is reported and left alone: no instance is launched. The manifest is not consulted: in
    CI it does not outlive the run, AWS's own tags do.
-3. otherwise (or with `--force`): build (`build_recipe` from that same base image), check the build
+   The same lookup also covers the build region (`--region`), for step 3.
+3. otherwise, unless `--force`: **resume** when an earlier run built and smoke-tested this content
+   but its publish stopped part-way (say one region's copy failed). The build region must hold
+   - an available image we own, tagged with the recipe and that fingerprint,
+   - finished (build id, no `condor-seed:expires`: the bake printed `SUCCESS … scan=clean`, so its
+     secret scan passed) and tagged `condor-seed:smoke-test=passed` (nightly and `invoke smoke-test`
+     tag an image whose smoke test passed),
+   - the original, not a copy (no `condor-seed:source-ami` naming another image), not encrypted, not
+     deprecated yet.
+   The manifest entry is recreated from its tags (`build_from_image`) and `publish_ami` finishes what
+   is missing (it reuses the copies it finds). No instance is launched; the action reads
+   "published (resumed)". An image without the smoke-test tag is not trusted: the recipe is rebuilt.
+4. otherwise (or with `--force`): build (`build_recipe` from that same base image), check the build
    tagged the fingerprint this run planned, smoke-test the image (a failed image is removed: it would
-   never be published), record `smoke_test=passed`, publish (`publish_ami` with the manifest; it
-   copies, makes public, announces in SSM and prunes when the recipe asks).
+   never be published), record `smoke_test=passed` in the manifest and on the image (tag), publish
+   (`publish_ami` with the manifest; it copies, makes public, announces in SSM and prunes when the
+   recipe asks).
 
 One recipe's failure does not stop the others; the summary table has one line per recipe and the
 run fails (non-zero exit) when any recipe failed. Ctrl-C / SIGTERM stop every build, each undoing
@@ -36,13 +49,14 @@ from typing import Callable
 from . import manifest
 from .aws import images
 from .aws.base_image import BaseImage, find_base_image
-from .aws.build import BuildOptions, build_recipe, run_concurrently, utcnow
+from .aws.build import BuildOptions, build_recipe, run_concurrently, secret_scan_result, utcnow
 from .aws.catalog import SOURCE_AMI_TAG, newest_first
 from .aws.preflight import identity_and_region
 from .aws.publish import publish_ami
 from .aws.session import Aws
-from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, smoke_test
-from .aws.tags import FINGERPRINT_TAG, RECIPE_TAG, parse_utc, tag_dict
+from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, record_result, smoke_test
+from .aws.tags import (BASE_AMI_TAG, BUILD_ID_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc,
+                       tag_dict)
 from .aws.waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY
 from .cli import log_prefix, progress
 from .errors import RecipeError, SeedError
@@ -53,6 +67,7 @@ from .render import render
 
 UP_TO_DATE = "up to date"
 BUILT = "built+published"
+RESUMED = "published (resumed)"
 MESSAGE_WIDTH = 240  # a failure is one line of the table; the full text is in the recipe's log
 
 
@@ -83,6 +98,7 @@ class RecipeRun:
     fingerprint: str = ""
     action: str = ""
     amis: dict[str, str] = field(default_factory=dict)  # region -> AMI
+    resume: dict | None = None  # a built, smoke-tested image in the build region to publish instead of rebuilding
     seconds: float = 0.0
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -116,22 +132,60 @@ def select_recipes(selection: str = "all") -> list[Recipe]:
 
 
 # ------------------------------------------------------------------------------ up to date?
-def is_published(image: dict, recipe: Recipe, fp: str, now: dt.datetime) -> bool:
-    """A seed publish finished in this region, with that content, still fit to be announced."""
+def _current(image: dict, recipe: Recipe, fp: str, now: dt.datetime) -> bool:
+    """Available, of this recipe with that content, not deprecated yet."""
     tags = tag_dict(image.get("Tags"))
     deprecation = parse_utc(image.get("DeprecationTime") or "")
     return (image.get("State") == "available"
             and tags.get(FINGERPRINT_TAG) == fp and tags.get(RECIPE_TAG) == recipe.name
-            and SOURCE_AMI_TAG in tags
-            and (image.get("Public") is True or not recipe.publish.get("public"))
             and (deprecation is None or deprecation > now))
 
 
-def published_by_region(aws: Aws, runs: list[RecipeRun]) -> dict[str, list[dict]]:
-    """Our images carrying any of the planned fingerprints: one DescribeImages per region, in parallel."""
+def is_published(image: dict, recipe: Recipe, fp: str, now: dt.datetime) -> bool:
+    """A seed publish finished in this region, with that content, still fit to be announced."""
+    return (_current(image, recipe, fp, now)
+            and SOURCE_AMI_TAG in tag_dict(image.get("Tags"))
+            and (image.get("Public") is True or not recipe.publish.get("public")))
+
+
+def is_resumable(image: dict, recipe: Recipe, fp: str, region: str, now: dt.datetime) -> bool:
+    """A finished build in `region` (so its secret scan passed) whose smoke test passed: publish can take it."""
+    tags = tag_dict(image.get("Tags"))
+    ref = f"{region}:{image.get('ImageId')}"
+    return (_current(image, recipe, fp, now)
+            and secret_scan_result(tags) == "passed" and tags.get(SMOKE_TEST_TAG) == "passed"
+            and tags.get(SOURCE_AMI_TAG, ref) == ref  # the original (publish tags it with its own ref), not a copy
+            and not images.encrypted(image))
+
+
+def build_from_image(region: str, image: dict) -> dict:
+    """The manifest entry of a built, smoke-tested image, recreated from its tags (in CI the manifest the
+    build wrote did not outlive the run): what `publish_ami`'s gate and record need."""
+    tags = tag_dict(image.get("Tags"))
+    created = parse_utc(image.get("CreationDate") or "")
+    return manifest.new_build(
+        recipe=tags[RECIPE_TAG], build_id=tags[BUILD_ID_TAG], region_amis={region: image["ImageId"]},
+        build_time=int(created.timestamp()) if created else None,
+        custom_data={
+            "recipe": tags[RECIPE_TAG],
+            "fingerprint": tags[FINGERPRINT_TAG],
+            "base_ami": tags.get(BASE_AMI_TAG, ""),
+            "build_id": tags[BUILD_ID_TAG],
+            "ami_name": image.get("Name", ""),
+            "secret_scan": secret_scan_result(tags),
+            "smoke_test": tags.get(SMOKE_TEST_TAG, "not-run"),
+            "encrypted": "true" if images.encrypted(image) else "false",
+            "resumed": "true",
+        },
+    )
+
+
+def published_by_region(aws: Aws, runs: list[RecipeRun], build_region: str) -> dict[str, list[dict]]:
+    """Our images carrying any of the planned fingerprints, in every target region and the build region:
+    one DescribeImages per region, in parallel."""
     wanted: dict[str, set[str]] = {}
     for run in runs:
-        for region in run.recipe.regions:
+        for region in dict.fromkeys([*run.recipe.regions, build_region]):
             wanted.setdefault(region, set()).add(run.fingerprint)
 
     def lookup(region: str) -> list[dict]:
@@ -153,6 +207,11 @@ def current_seeds(run: RecipeRun, found: dict[str, list[dict]], now: dt.datetime
             return None
         seeds[region] = match["ImageId"]
     return seeds
+
+
+def resumable_image(run: RecipeRun, found: dict[str, list[dict]], region: str, now: dt.datetime) -> dict | None:
+    """The newest built, smoke-tested image with the run's fingerprint in the build region, if any."""
+    return next((i for i in found.get(region, []) if is_resumable(i, run.recipe, run.fingerprint, region, now)), None)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -177,8 +236,12 @@ class Nightly:
     def rebuild(self, run: RecipeRun, sleep: Callable[[float], None]) -> None:
         with log_prefix(f"[{run.name}] "):
             try:
-                self._rebuild(run, sleep)
-                run.finish(BUILT)
+                if run.resume:
+                    self._resume(run)
+                    run.finish(RESUMED)
+                else:
+                    self._rebuild(run, sleep)
+                    run.finish(BUILT)
             except BaseException as exc:  # noqa: BLE001 - Ctrl-C reaches the main thread; here: record it
                 self.report(f"FAILED: {run.fail(exc)}")
                 run.finish()
@@ -204,7 +267,28 @@ class Nightly:
             run.amis = {}
             raise
         manifest.set_result(*record, "smoke_test", "passed")
-        outcomes = publish_ami(self.aws, manifest=built.manifest_path, poll_interval=o.poll_interval,
+        self._tag_smoke_passed(built.image_id)
+        self._publish(run, built.manifest_path)
+
+    def _tag_smoke_passed(self, image_id: str) -> None:
+        """The tag lets a later nightly resume this image's publish; without it, that nightly rebuilds."""
+        try:
+            record_result(self.aws.ec2(self.opts.region), image_id, "passed")
+        except Exception as exc:  # noqa: BLE001 - publishing is what matters now
+            self.report(f"tagging {image_id} {SMOKE_TEST_TAG}=passed failed ({exc}); publishing anyway")
+
+    def _resume(self, run: RecipeRun) -> None:
+        """Finish publishing an image an earlier run built and smoke-tested: no instance, no rebuild."""
+        image, region = run.resume, self.opts.region
+        build = build_from_image(region, image)
+        self.report(f"resuming: {region}:{image['ImageId']} (build {build['packer_run_uuid']}) has fingerprint "
+                    f"{run.fingerprint[:19]}… and passed its smoke test; publishing it instead of rebuilding")
+        run.amis = {region: image["ImageId"]}
+        path = manifest.append_build(manifest.path_for(run.name, self.opts.manifest_dir), build)
+        self._publish(run, path)
+
+    def _publish(self, run: RecipeRun, manifest_path: Path) -> None:
+        outcomes = publish_ami(self.aws, manifest=manifest_path, poll_interval=self.opts.poll_interval,
                                show=self.report)
         run.amis = {outcome.region: outcome.image_id for outcome in outcomes}
 
@@ -225,11 +309,12 @@ class Nightly:
         planned = [run for run in runs if run.ok]
         stale = planned
         if not self.opts.force:
-            found, now = published_by_region(self.aws, planned), self.opts.now()
+            found, now = published_by_region(self.aws, planned, self.opts.region), self.opts.now()
             stale = []
             for run in planned:
                 seeds = current_seeds(run, found, now)
                 if seeds is None:
+                    run.resume = resumable_image(run, found, self.opts.region, now)
                     stale.append(run)
                     continue
                 run.amis = seeds

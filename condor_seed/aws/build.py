@@ -65,6 +65,13 @@ class BuildResult:
     seconds: float
 
 
+def secret_scan_result(tags: dict[str, str]) -> str:
+    """The secret scan of an image, from its tags: an image is only ever created after the guest printed
+    `SUCCESS … scan=clean` (wait_bake returns on nothing else), so a finished image of ours (build id,
+    no expiry) passed it."""
+    return "passed" if tags.get(BUILD_ID_TAG) and EXPIRES_TAG not in tags else "not-run"
+
+
 def new_build_id(now: dt.datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
 
@@ -213,7 +220,6 @@ class Build:
         return found[-1] if found else self.recipe.data["htcondor"]["version"]
 
     def write_manifest(self):
-        encrypted = any(m.get("Ebs", {}).get("Encrypted") for m in self.image.get("BlockDeviceMappings", []))
         self.build = manifest.new_build(
             recipe=self.recipe.name, build_id=self.build_id, region_amis={self.opts.region: self.image_id},
             build_time=int(self.opts.now().timestamp()),
@@ -226,9 +232,9 @@ class Build:
                 "htcondor_version": self.installed_htcondor_version(),
                 "build_id": self.build_id,
                 "ami_name": self.ami_name,
-                "secret_scan": "passed",  # wait_bake only returns on `SUCCESS … scan=clean`
+                "secret_scan": secret_scan_result(self.tags("image", self.ami_name, finished=True)),
                 "smoke_test": "not-run",
-                "encrypted": "true" if encrypted else "false",
+                "encrypted": "true" if images.encrypted(self.image) else "false",
             },
         )
         images.mark_finished(self.ec2, self.image)

@@ -19,6 +19,11 @@ def snapshot_ids(image: dict) -> list[str]:
     return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
 
 
+def encrypted(image: dict) -> bool:
+    """Whether any of the image's EBS volumes is encrypted, as DescribeImages tells."""
+    return any(m.get("Ebs", {}).get("Encrypted") for m in image.get("BlockDeviceMappings") or [])
+
+
 def finish_image(ec2, image_id: str, tags: dict[str, str], poller: Poller) -> dict:
     """Wait for the image, tag its snapshots, set ImdsSupport=v2.0 (irreversible); return the image."""
     wait_image_exists(ec2, image_id, poller)

@@ -29,7 +29,7 @@ from ..cli import progress
 from ..errors import SeedError
 from ..recipe import Recipe, load_recipe
 from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags, retire, ssm_value
-from .images import snapshot_ids
+from .images import encrypted, snapshot_ids
 from .prune import apply_plan, plan_region
 from .session import Aws
 from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, parse_utc, tag_dict, tag_list
@@ -189,7 +189,7 @@ class Publisher:
     def _encrypted(self) -> bool:
         if str(self.source.custom.get("encrypted", "false")).lower() == "true":
             return True
-        if any(b.get("Ebs", {}).get("Encrypted") for b in self.source.image.get("BlockDeviceMappings") or []):
+        if encrypted(self.source.image):
             return True
         snaps = snapshot_ids(self.source.image)
         found = self.aws.ec2(self.source.region).describe_snapshots(SnapshotIds=snaps)["Snapshots"] if snaps else []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..cli import progress
@@ -20,7 +20,8 @@ from . import instances
 from .build import new_build_id, utcnow
 from .preflight import identity_and_region
 from .session import Aws
-from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, tag_dict, utc_iso)
+from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, SMOKE_TEST_TAG, tag_dict, tag_list,
+                   utc_iso)
 from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, WaitTimeout, describe_image, fmt_seconds, state_reason
 
 READY_LINE = f"{MARKERS['ready']} collector negotiator schedd up"
@@ -39,6 +40,9 @@ class SmokeResult:
     instance_id: str
     seconds: float
     console: str
+    image_tags: dict[str, str] = field(default_factory=dict)
+
+    ours = property(lambda self: bool(self.image_tags.get(BUILD_ID_TAG) and self.image_tags.get(RECIPE_TAG)))
 
 
 def smoke_verdict(text: str) -> tuple[bool | None, str]:
@@ -155,10 +159,17 @@ class SmokeTest:
             ])
         seconds = self.clock() - start
         self.report(f"smoke test passed in {fmt_seconds(seconds)}")
-        return SmokeResult(self.region, self.image_id, self.instance_id, seconds, self.console)
+        return SmokeResult(self.region, self.image_id, self.instance_id, seconds, self.console,
+                           tag_dict(self.image.get("Tags")))
 
 
 def smoke_test(aws: Aws, region: str, image_id: str, report: Callable[[str], None] | None = None,
                **options) -> SmokeResult:
     report = report or (lambda message: progress(message, prefix=f"[smoke {image_id}] "))
     return SmokeTest(aws, region, image_id, report, **options).run()
+
+
+def record_result(ec2, image_id: str, result: str) -> None:
+    """Tag the image with its smoke test's result (`passed` | `failed`): unlike a CI run's manifest, the
+    tag outlives the run (nightly resumes the publish of a built, smoke-tested image from it)."""
+    ec2.create_tags(Resources=[image_id], Tags=tag_list({SMOKE_TEST_TAG: result}))

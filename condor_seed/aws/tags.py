@@ -16,9 +16,11 @@ BUILD_ID_TAG = "condor-seed:build-id"
 BASE_AMI_TAG = "condor-seed:base-ami"
 EXPIRES_TAG = "condor-seed:expires"  # ISO-8601 UTC; only on resources of an unfinished run
 ROLE_TAG = "condor-seed:role"  # builder | smoke-test | image
+SMOKE_TEST_TAG = "condor-seed:smoke-test"  # passed | failed: on an image our smoke test booted
 NAME_TAG = "Name"
 
-__all__ = ["RECIPE_TAG", "BUILD_ID_TAG", "FINGERPRINT_TAG", "BASE_AMI_TAG", "EXPIRES_TAG", "ROLE_TAG", "NAME_TAG"]
+__all__ = ["RECIPE_TAG", "BUILD_ID_TAG", "FINGERPRINT_TAG", "BASE_AMI_TAG", "EXPIRES_TAG", "ROLE_TAG", "SMOKE_TEST_TAG",
+           "NAME_TAG"]
 
 
 def utc_iso(moment: dt.datetime) -> str:

@@ -9,7 +9,7 @@ from condor_seed import manifest
 from condor_seed.aws import tags as T
 from condor_seed.aws.build import Build, build_recipe
 from condor_seed.aws.cleanup import cleanup, parse_duration
-from condor_seed.aws.smoke import READY_LINE, SmokeFailed, smoke_test
+from condor_seed.aws.smoke import READY_LINE, SmokeFailed, record_result, smoke_test
 from condor_seed.errors import SeedError
 from condor_seed.recipe import load_recipe
 
@@ -41,6 +41,10 @@ def test_smoke_test_boots_the_image_and_requires_both_markers(emu):
     path, entry = manifest.find_by_ami("us-east-1", result.image_id, emu.tmp_path / "manifests")
     manifest.set_result(path, entry["packer_run_uuid"], "smoke_test", "passed")
     assert manifest.find_build(manifest.load(path))["custom_data"]["smoke_test"] == "passed"
+    assert smoked.ours  # and on the image, where a later nightly finds it (a CI run's manifest is gone)
+    record_result(emu.aws.ec2("us-east-1"), result.image_id, "passed")
+    image = emu.ec2.describe_images(ImageIds=[result.image_id])["Images"][0]
+    assert T.tag_dict(image["Tags"])[T.SMOKE_TEST_TAG] == "passed"
 
 
 @pytest.mark.parametrize("seed, message", [("fail", "daemons not up in time"), ("silent", "timed out")])

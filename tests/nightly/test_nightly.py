@@ -1,5 +1,6 @@
 """`invoke nightly` against the emulator: build+publish once, then "up to date" with no instance
-launched; --force, a changed template and a newer base image rebuild; one recipe's failure leaves the
+launched; --force, a changed template and a newer base image rebuild; a region that lost its seed is
+published again from the built image (test_resume.py: resuming in full); one recipe's failure leaves the
 others alone; the command line prints the summary table."""
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from condor_seed.aws.catalog import SOURCE_AMI_TAG
 from condor_seed.aws.tags import FINGERPRINT_TAG, RECIPE_TAG
 from condor_seed.errors import RecipeError
 from condor_seed.fingerprint import fingerprint
-from condor_seed.nightly import BUILT, UP_TO_DATE, failure_summary, format_table, is_published, select_recipes
+from condor_seed.nightly import BUILT, RESUMED, UP_TO_DATE, failure_summary, format_table, is_published, select_recipes
 from condor_seed.recipe import load_recipe
 from condor_seed.render import render
 
@@ -88,11 +89,13 @@ def test_newer_base_image_rebuilds(night):
     assert [c.params["ImageId"] for c in night.emulated.ops(operation="RunInstances")][0] == newer
 
 
-def test_a_region_missing_its_published_seed_rebuilds(night):
+def test_a_region_missing_its_published_seed_is_published_again_from_the_built_image(night):
     first = night.run()["rhel9-x86_64"]
     night.setup.ec2("us-west-2").deregister_image(ImageId=first.amis["us-west-2"])
     again = night.run()["rhel9-x86_64"]
-    assert again.action == BUILT and list(again.amis) == REGIONS
+    assert again.action == RESUMED and list(again.amis) == REGIONS  # the smoke-tested source is still there
+    assert night.count("RunInstances") == 0
+    assert [c.region for c in night.emulated.ops(operation="CopyImage")] == ["us-west-2"]
 
 
 def test_one_failing_recipe_does_not_stop_the_others(night, capsys):
