@@ -72,14 +72,20 @@ def _in_main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def shielded(report: Callable[[str], None]):
-    """While cleaning up, a second Ctrl-C or SIGTERM is noted, not obeyed (main thread only)."""
+def shielded(report: Callable[[str], None], raise_after: bool = False,
+             hint: str = "a SIGKILL now would leave resources: `invoke cleanup` finds them"):
+    """While cleaning up, a Ctrl-C or SIGTERM is noted, not obeyed (main thread only).
+
+    raise_after: once the clean-up has finished normally, a noted signal is raised as
+    KeyboardInterrupt (for clean-up that is not already unwinding an error)."""
     if not _in_main_thread():
         yield
         return
+    noted_signals: list[int] = []
 
     def noted(signum, frame):
-        report("still cleaning up, please wait (a SIGKILL now would leave resources: `invoke cleanup` finds them)")
+        noted_signals.append(signum)
+        report(f"still cleaning up, please wait ({hint})")
 
     previous = {sig: signal.signal(sig, noted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -87,6 +93,8 @@ def shielded(report: Callable[[str], None]):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if raise_after and noted_signals:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

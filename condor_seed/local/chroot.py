@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..cli import progress
 from ..errors import SeedError
+from ..pipeline import shielded
 
 BASE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
 
@@ -53,18 +54,9 @@ def kill_processes_in(root: Path, timeout: float = 5.0) -> list[int]:
     return killed
 
 
-@contextlib.contextmanager
 def signals_deferred():
     """Cleanup must not be cut short by Ctrl-C / SIGTERM: hold them, raise afterwards."""
-    caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    if caught:
-        raise KeyboardInterrupt
+    return shielded(progress, raise_after=True, hint="a SIGKILL now leaves mounts that the next run removes")
 
 
 def _run(args: list[str]) -> None:
