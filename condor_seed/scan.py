@@ -59,24 +59,22 @@ def _relative(root: Path, path: Path) -> str:
     return "/" + path.relative_to(root).as_posix()
 
 
-def _entries(root: Path):
-    """Every path under root, relative, without following symlinks (a rootfs's absolute links
-    point at the host) and without entering pseudo filesystems."""
+def _forbidden(root: Path) -> list[Finding]:
+    """Forbidden paths under root, walked without following symlinks (a rootfs's absolute links
+    point at the host), outside pseudo filesystems; a forbidden folder is named once, not entered."""
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         if rel_dir == ".":
             dirnames[:] = [d for d in dirnames if d not in PSEUDO_DIRS]
             rel_dir = ""
-        for name in dirnames + filenames:
-            yield f"{rel_dir}/{name}".lstrip("/")
-
-
-def _forbidden(root: Path) -> list[Finding]:
-    found = []
-    for rel in _entries(root):
-        reason = matches_forbidden(rel)
-        if reason:
-            found.append(Finding("/" + rel, reason))
+        for name in list(dirnames) + filenames:
+            rel = f"{rel_dir}/{name}".lstrip("/")
+            reason = matches_forbidden(rel)
+            if reason:
+                found.append(Finding("/" + rel, reason))
+                if name in dirnames:
+                    dirnames.remove(name)
     return found
 
 
