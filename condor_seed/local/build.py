@@ -148,18 +148,19 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         t = time.monotonic()
         image = rootfs.pack(root, out_dir / "images" / f"{build_id}.tar.zst")
         timings["pack"] = time.monotonic() - t
-        base_id = f"debian:{suite}:{rootfs.sha256_file(base)[:16]}"
+        image_bytes = image.stat().st_size
+        base_id = f"debian:{suite}:{rootfs.base_digest(base)[:16]}"
         digest = fingerprint(tree, base_id, version)
         build = manifest.new_build(
             recipe=recipe.name, build_id=build_id, region_amis={}, custom_data={
                 "recipe": recipe.name, "fingerprint": digest, "base_image": base_id, "htcondor_version": version,
                 "build_id": build_id, "secret_scan": "passed", "smoke_test": "not-run",
-                "image_sha256": rootfs.sha256_file(image), "image_bytes": image.stat().st_size,
+                "image_sha256": rootfs.sha256_file(image), "image_bytes": image_bytes,
                 "tree_bytes": rootfs.tree_size(root), "encrypted": "false",
             })
         build.update(builder_type=LOCAL_BUILDER, artifact_id=f"local:{image}",
-                     files=[{"name": str(image), "size": image.stat().st_size}])
+                     files=[{"name": str(image), "size": image_bytes}])
         manifest_path = manifest.append_build(manifest.path_for(recipe.name, out_dir / "manifests"), build)
         timings["total"] = time.monotonic() - start
-        progress(f"built {image} ({image.stat().st_size / 1e6:.1f} MB, HTCondor {version}) in {timings['total']:.1f} s")
+        progress(f"built {image} ({image_bytes / 1e6:.1f} MB, HTCondor {version}) in {timings['total']:.1f} s")
         return LocalBuild(recipe.name, build_id, image, manifest_path, digest, version, timings)

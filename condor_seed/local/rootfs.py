@@ -103,6 +103,16 @@ def tree_size(root: Path) -> int:
     return int(out.stdout.split()[0])
 
 
+def base_digest(tarball: Path) -> str:
+    """sha256 of a cached base, computed once and kept beside it (warm builds skip rehashing it)."""
+    sidecar = tarball.with_name(tarball.name + ".sha256")
+    if sidecar.exists() and sidecar.stat().st_mtime >= tarball.stat().st_mtime:
+        return sidecar.read_text().strip()
+    digest = sha256_file(tarball)
+    sidecar.write_text(digest + "\n")
+    return digest
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
