@@ -9,7 +9,8 @@ from pathlib import Path
 
 from invoke import task
 
-from condor_seed.cli import one_line_errors, progress
+from condor_seed.cli import one_line_errors
+from condor_seed.log import progress
 
 PROJECT = Path(__file__).resolve().parent
 

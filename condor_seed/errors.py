@@ -1,16 +1,27 @@
-"""Errors that end a command with one clear line and a non-zero exit code."""
+"""Errors that end a command with one clear line, and every exit code the commands use.
+
+Exit codes: 0 success, 1 a failure (SeedError and kinds without their own code), 2 a bad recipe,
+3 something outside our control is not ready, 4 publishing or rotating seeds failed, 130 interrupted
+(Ctrl-C or SIGTERM, after the clean-up).
+"""
+
+EXIT_FAILED = 1
+EXIT_RECIPE = 2
+EXIT_PREFLIGHT = 3
+EXIT_PUBLISH = 4
+EXIT_INTERRUPTED = 130
 
 
 class SeedError(Exception):
     """Base: the message is shown to the user as is (one line, no traceback)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class RecipeError(SeedError):
     """A recipe is missing, malformed or inconsistent."""
 
-    exit_code = 2
+    exit_code = EXIT_RECIPE
 
 
 class ValidationError(SeedError):
@@ -20,4 +31,20 @@ class ValidationError(SeedError):
 class PreflightError(SeedError):
     """Something outside our control is not ready (root, tools, credentials, account settings)."""
 
-    exit_code = 3
+    exit_code = EXIT_PREFLIGHT
+
+
+class PublishError(SeedError):
+    """Publishing refused (the gate) or failed in some region."""
+
+    exit_code = EXIT_PUBLISH
+
+
+class PruneError(SeedError):
+    """Rotating old seeds failed."""
+
+    exit_code = EXIT_PUBLISH
+
+
+class NightlyError(SeedError):
+    """At least one recipe of a nightly failed (the table says which and why)."""

@@ -58,8 +58,8 @@ from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, record_result, smoke_test
 from .aws.tags import (BASE_AMI_TAG, BUILD_ID_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc,
                        tag_dict)
 from .aws.waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY
-from .cli import log_prefix, progress
-from .errors import RecipeError, SeedError
+from .log import prefixed, progress
+from .errors import NightlyError, RecipeError, SeedError
 from .fingerprint import fingerprint
 from .pipeline import sigterm_as_interrupt
 from .recipe import Recipe, load_recipes
@@ -69,10 +69,6 @@ UP_TO_DATE = "up to date"
 BUILT = "built+published"
 RESUMED = "published (resumed)"
 MESSAGE_WIDTH = 240  # a failure is one line of the table; the full text is in the recipe's log
-
-
-class NightlyError(SeedError):
-    """At least one recipe failed (the table says which and why)."""
 
 
 @dataclass
@@ -221,10 +217,10 @@ class Nightly:
     opts: NightlyOptions
 
     def report(self, message: str) -> None:
-        progress(message)  # inside log_prefix: "[recipe] message"
+        progress(message)  # inside prefixed: "[recipe] message"
 
     def plan(self, run: RecipeRun) -> None:
-        with log_prefix(f"[{run.name}] "):
+        with prefixed(f"[{run.name}] "):
             try:
                 run.base = find_base_image(self.aws.ec2(self.opts.region), run.recipe)
                 run.fingerprint = fingerprint(render(run.recipe), run.base.image_id)  # as Build.find_base does
@@ -234,7 +230,7 @@ class Nightly:
                 run.finish()
 
     def rebuild(self, run: RecipeRun, sleep: Callable[[float], None]) -> None:
-        with log_prefix(f"[{run.name}] "):
+        with prefixed(f"[{run.name}] "):
             try:
                 if run.resume:
                     self._resume(run)

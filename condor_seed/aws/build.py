@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import manifest
-from ..cli import progress
+from ..log import progress
 from ..errors import SeedError
 from ..fingerprint import fingerprint
 from ..pipeline import Cancelled, Pipeline, Step, cancellable_sleep, sigterm_as_interrupt

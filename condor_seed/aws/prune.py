@@ -6,17 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cli import progress
-from ..errors import SeedError
+from ..log import progress
+from ..errors import PruneError
 from ..recipe import Recipe
 from .catalog import aws_errors, recipe_images, retire, ssm_value
 from .session import Aws
 
 PUBLIC_QUOTA = 5  # public AMIs per region, AWS default
-
-
-class PruneError(SeedError):
-    exit_code = 4
 
 
 @dataclass

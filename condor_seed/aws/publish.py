@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import manifest as manifest_mod
-from ..cli import progress
-from ..errors import SeedError
+from ..log import progress
+from ..errors import PublishError
 from ..recipe import Recipe, load_recipe
 from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags, retire, ssm_value
 from .images import encrypted, snapshot_ids
@@ -39,10 +39,6 @@ POLL_INTERVAL = 5.0      # seconds between polls of a copy's state and of block 
 COPY_TIMEOUT = 3600.0    # a large cross-region copy can take the better part of an hour
 BPA_TIMEOUT = 900.0      # AWS: turning off image block public access can take up to 10 minutes
 BPA_CONSOLE = "EC2 > Dashboard > Account attributes > Data protection and security > Block public access for AMIs"
-
-
-class PublishError(SeedError):
-    exit_code = 4
 
 
 def bpa_fix(region: str) -> str:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..cli import progress
+from ..log import progress
 from ..errors import PreflightError
 from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..render import MARKERS

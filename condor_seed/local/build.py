@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import manifest
-from ..cli import progress
+from ..log import progress
 from ..errors import RecipeError, SeedError
 from ..fingerprint import fingerprint
 from ..paths import PROJECT_DIR

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..cli import progress
+from ..log import progress
 from ..errors import SeedError
 from ..pipeline import shielded
 

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..cli import progress
+from ..log import progress
 from ..errors import PreflightError, SeedError
 from .chroot import remove_tree
 from .workarea import locked

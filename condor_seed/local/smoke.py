@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import manifest
-from ..cli import progress
+from ..log import progress
 from ..errors import SeedError
 from ..imds import ImdsEmulator
 from ..recipe import Recipe

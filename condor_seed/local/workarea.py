@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ..cli import progress
+from ..log import progress
 from .chroot import kill_processes_in, mounts_under, remove_tree
 
 LOCK = ".lock"
