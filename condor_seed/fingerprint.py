@@ -23,7 +23,7 @@ def fingerprint(tree: RenderedTree, base_image_id: str, htcondor_version: str | 
                    "sha256": hashlib.sha256(f.content.encode()).hexdigest()} for f in tree.image_files],
         "bake_script": hashlib.sha256(tree.bake_script.content.encode()).hexdigest(),
         "base_image": base_image_id,
-        "htcondor_version": htcondor_version or recipe.data["htcondor"]["version"],
+        "htcondor_version": htcondor_version or recipe.htcondor_series,
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -141,7 +141,7 @@ def is_published(image: dict, recipe: Recipe, fp: str, now: dt.datetime) -> bool
     """A seed publish finished in this region, with that content, still fit to be announced."""
     return (_current(image, recipe, fp, now)
             and SOURCE_AMI_TAG in tag_dict(image.get("Tags"))
-            and (image.get("Public") is True or not recipe.publish.get("public")))
+            and (image.get("Public") is True or not recipe.public))
 
 
 def is_resumable(image: dict, recipe: Recipe, fp: str, region: str, now: dt.datetime) -> bool:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import jsonschema
@@ -126,28 +126,64 @@ def _field(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+_MISSING = object()
+
+
+def _at(dotted: str, default: Any = _MISSING, copy_as: Callable[[Any], Any] | None = None) -> property:
+    """A read-only accessor for one field of the merged recipe, e.g. `_at("pool.password_file")`.
+    `default` is returned when an optional field is absent; `copy_as` (list, dict) hands out a copy."""
+    keys = dotted.split(".")
+
+    def get(self: "Recipe") -> Any:
+        value: Any = self.data
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                if default is _MISSING:
+                    raise KeyError(f"{self.name}: recipe has no {dotted}")
+                return default
+            value = value[key]
+        return copy_as(value) if copy_as else value
+
+    get.__doc__ = f"recipe field `{dotted}`"
+    return property(get)
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe: `data` is the merged mapping, the properties name what code needs."""
+    """A validated recipe: `data` is the merged mapping; code reads it only through the accessors below.
+
+    Adding a schema field? Add one line here, e.g. `swap_gib = _at("root_volume.swap_gib", 0)`."""
 
     name: str
     path: Path
     data: dict[str, Any]
 
-    target = property(lambda self: self.data["target"])
-    architecture = property(lambda self: self.data["architecture"])
-    os_family = property(lambda self: self.data["os"]["family"])
-    os_version = property(lambda self: self.data["os"]["version"])
-    instance_type = property(lambda self: self.data["instance_type"])
-    regions = property(lambda self: list(self.data["regions"]))
-    publish = property(lambda self: self.data["publish"])
-    tags = property(lambda self: dict(self.data["tags"]))
-    base_image = property(lambda self: self.data["base_image"])
-    root_volume = property(lambda self: self.data["root_volume"])
+    target = _at("target")
+    architecture = _at("architecture")
+    os_family = _at("os.family")
+    os_version = _at("os.version")
+    os_codename = _at("os.codename", None)  # Debian suite; the local target needs it
+    instance_type = _at("instance_type")
+    regions = _at("regions", copy_as=list)
+    tags = _at("tags", copy_as=dict)
+    base_image = _at("base_image", copy_as=dict)
+    base_image_owner = _at("base_image.owner")
+    base_image_name_pattern = _at("base_image.name_pattern")
+    root_volume = _at("root_volume")
+    root_volume_gib = _at("root_volume.size_gib")
+    root_volume_type = _at("root_volume.volume_type")
+    htcondor_series = _at("htcondor.version")  # e.g. "24.0" as written; `htcondor_version` is the (major, minor)
+    network_interface = _at("network.interface")
+    pool_password_file = _at("pool.password_file")
+    pool_signing_key_file = _at("pool.signing_key_file")
+    public = property(lambda self: bool(self.data["publish"]["public"]))
+    deprecate_after_days = _at("publish.deprecate_after_days", None)
+    keep = _at("publish.keep")
+    prune_on_publish = property(lambda self: bool(self.data["publish"].get("prune")))
 
     @cached_property
     def htcondor_version(self) -> tuple[int, int]:
-        major, minor = self.data["htcondor"]["version"].split(".")[:2]
+        major, minor = self.htcondor_series.split(".")[:2]
         return int(major), int(minor)
 
     @property
@@ -181,7 +217,7 @@ class Recipe:
         return self.render_text(self.data["ami"]["description"], build_date="")
 
     def ssm_parameter(self) -> str | None:
-        template = self.publish.get("ssm_parameter")
+        template = self.data["publish"].get("ssm_parameter")
         return self.render_text(template) if template else None
 
 

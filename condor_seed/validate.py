@@ -97,13 +97,13 @@ def check_condor_config(recipe: Recipe, values: dict, report: Report, public_ip:
                  f"got {values['ALLOW_DAEMON']!r}")
     report.check("ALLOW_DAEMON admits condor@password", "condor@password" in _words(values["ALLOW_DAEMON"]),
                  f"got {values['ALLOW_DAEMON']!r}")
-    report.check("SEC_PASSWORD_FILE", values["SEC_PASSWORD_FILE"] == recipe.data["pool"]["password_file"],
+    report.check("SEC_PASSWORD_FILE", values["SEC_PASSWORD_FILE"] == recipe.pool_password_file,
                  f"got {values['SEC_PASSWORD_FILE']!r}")
     if recipe.supports_idtokens:
         report.check("SEC_TOKEN_POOL_SIGNING_KEY_FILE",
-                     values["SEC_TOKEN_POOL_SIGNING_KEY_FILE"] == recipe.data["pool"]["signing_key_file"],
+                     values["SEC_TOKEN_POOL_SIGNING_KEY_FILE"] == recipe.pool_signing_key_file,
                      f"got {values['SEC_TOKEN_POOL_SIGNING_KEY_FILE']!r}")
-    report.check("NETWORK_INTERFACE", values["NETWORK_INTERFACE"] == recipe.data["network"]["interface"],
+    report.check("NETWORK_INTERFACE", values["NETWORK_INTERFACE"] == recipe.network_interface,
                  f"got {values['NETWORK_INTERFACE']!r}")
     report.check("COLLECTOR_HOST on port 9618", (values["COLLECTOR_HOST"] or "").endswith(":9618"),
                  f"got {values['COLLECTOR_HOST']!r}")

@@ -24,7 +24,7 @@ class BaseImage:
 
 
 def find_base_image(ec2, recipe: Recipe) -> BaseImage:
-    owner, pattern = recipe.base_image["owner"], recipe.base_image["name_pattern"]
+    owner, pattern = recipe.base_image_owner, recipe.base_image_name_pattern
     pages = ec2.get_paginator("describe_images").paginate(
         Owners=[owner],
         Filters=[

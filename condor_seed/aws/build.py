@@ -217,7 +217,7 @@ class Build:
     def installed_htcondor_version(self) -> str:
         """What the bake script reported installing (`… htcondor-version=24.0.5`), else the recipe's series."""
         found = re.findall(rf"{re.escape(MARKERS['bake'])} htcondor-version=(\d[\w.\-]*)", self.console)
-        return found[-1] if found else self.recipe.data["htcondor"]["version"]
+        return found[-1] if found else self.recipe.htcondor_series
 
     def write_manifest(self):
         self.build = manifest.new_build(

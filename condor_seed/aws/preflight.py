@@ -43,7 +43,7 @@ def identity_and_region(aws: Aws, region: str) -> dict:
 
 def check_public_ready(aws: Aws, recipe: Recipe, build_region: str) -> None:
     """A recipe published publicly needs unencrypted snapshots and image sharing allowed in every region."""
-    if not recipe.publish.get("public"):
+    if not recipe.public:
         return
     for region in dict.fromkeys([build_region, *recipe.regions]):
         ec2 = aws.ec2(region)

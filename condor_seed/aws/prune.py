@@ -95,7 +95,7 @@ def apply_plan(ec2, plan: RegionPlan) -> list[str]:
 
 def prune(aws: Aws, recipe: Recipe, *, regions: list[str] | None = None, keep: int | None = None,
           quota: int = PUBLIC_QUOTA, dry_run: bool = False) -> list[RegionPlan]:
-    keep = recipe.publish["keep"] if keep is None else keep
+    keep = recipe.keep if keep is None else keep
     if keep < 1:
         raise PruneError(f"--keep must be at least 1 (got {keep})")
     plans, problems = [], []

@@ -67,7 +67,7 @@ class Source:
     def deprecate_at(self) -> dt.datetime | None:
         """Deprecation time: the build time plus the recipe's days (the same in every region and on
         every re-run), to the minute as AWS keeps it."""
-        days = self.recipe.publish.get("deprecate_after_days")
+        days = self.recipe.deprecate_after_days
         if not days:
             return None
         if self.build.get("build_time"):
@@ -155,7 +155,7 @@ class Publisher:
     bpa_timeout: float = BPA_TIMEOUT
 
     recipe = property(lambda self: self.source.recipe)
-    public = property(lambda self: bool(self.recipe.publish["public"]))
+    public = property(lambda self: self.recipe.public)
 
     def say(self, message: str, region: str | None = None) -> None:
         progress(("(dry run) " if self.dry_run else "") + message, prefix=f"{region}: " if region else "")
@@ -310,7 +310,7 @@ class Publisher:
         if deprecate_at and parse_utc(image.get("DeprecationTime") or "") != deprecate_at:
             self.say(f"{image_id}: deprecation at {deprecate_at:%Y-%m-%d %H:%M}Z", region)
             ec2.enable_image_deprecation(ImageId=image_id, DeprecateAt=deprecate_at)
-        if self.recipe.publish.get("prune"):
+        if self.recipe.prune_on_publish:
             self._prune(ec2, region, image_id, outcome)
         if self.public and not image.get("Public"):
             self.say(f"{image_id}: launch permission Group=all (public)", region)
@@ -322,7 +322,7 @@ class Publisher:
                                                DataType="aws:ec2:image", Overwrite=True)
 
     def _prune(self, ec2, region: str, image_id: str, outcome: Outcome) -> None:
-        plan = plan_region(ec2, self.aws.ssm(region), self.recipe, region, keep=self.recipe.publish["keep"],
+        plan = plan_region(ec2, self.aws.ssm(region), self.recipe, region, keep=self.recipe.keep,
                            protect=(image_id,), becoming_public=(image_id,) if self.public else ())
         problems = apply_plan(ec2, plan)
         removed = [d.image_id for d in plan.decisions if d.action != "keep"]
@@ -356,15 +356,15 @@ class Publisher:
             steps = ["ImdsSupport=v2.0", "description", "tags on image and snapshots"]
             if deprecate_at:
                 steps.append(f"deprecate at {deprecate_at:%Y-%m-%d %H:%M}Z")
-            if self.recipe.publish.get("prune"):
+            if self.recipe.prune_on_publish:
                 steps.append("prune")
             if self.public:
                 steps.append("launch permission Group=all")
             if self.recipe.ssm_parameter():
                 steps.append(f"SSM {self.recipe.ssm_parameter()}")
             lines.append(f"{region}:   then " + ", ".join(steps))
-            if self.recipe.publish.get("prune"):
-                keep = self.recipe.publish["keep"] - (image is None)
+            if self.recipe.prune_on_publish:
+                keep = self.recipe.keep - (image is None)
                 quota_plan = plan_region(self.aws.ec2(region), self.aws.ssm(region), self.recipe, region,
                                          keep=max(keep, 0), quota=5 - (image is None and self.public),
                                          protect=(image["ImageId"],) if image else ())

@@ -68,7 +68,7 @@ def check_recipe(recipe: Recipe) -> None:
     if recipe.target != "local" or recipe.os_family != "debian":
         raise RecipeError(f"{recipe.path}: target: the local target bakes Debian recipes with target: local "
                           f"({recipe.name} is {recipe.os_family}/{recipe.target})")
-    if "codename" not in recipe.data["os"]:
+    if not recipe.os_codename:
         raise RecipeError(f"{recipe.path}: os.codename: the local target needs the Debian suite (e.g. trixie)")
 
 
@@ -119,7 +119,7 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
     cache_dir = Path(cache_dir or rootfs.default_cache_dir())
     out_dir = Path(out_dir or OUT_DIR)
     mirror = (mirror or system_mirror()).rstrip("/")
-    suite = recipe.data["os"]["codename"]
+    suite = recipe.os_codename
     build_id = new_build_id(recipe)
     timings: dict[str, float] = {}
     tree = render(recipe)

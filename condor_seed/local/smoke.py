@@ -110,10 +110,10 @@ def _workers_join(root: Path, pool: Pool, recipe: Recipe, result: SmokeResult) -
     start = time.monotonic()
     collector = f"{EMULATED_PUBLIC_IP}:9618"
     token = pool.condor(["condor_token_create", "-identity", "condor@password", "-key",
-                         Path(recipe.data["pool"]["signing_key_file"]).name])
+                         Path(recipe.pool_signing_key_file).name])
     if token.returncode:
         raise SmokeTestFailed(f"condor_token_create failed: {token.stderr.strip()}")
-    password = root / recipe.data["pool"]["password_file"].lstrip("/")
+    password = root / recipe.pool_password_file.lstrip("/")
     for name, (address, port, kind) in WORKERS.items():
         config = pool.add_worker(name, address, port, collector, kind, password_from=password, token=token.stdout)
         pool.start_master(name, config)
