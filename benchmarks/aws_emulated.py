@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(PROJECT), str(PROJECT / "tests" / "aws")]
+sys.path.insert(0, str(PROJECT))  # this checkout's condor_seed
 
 REAL = {"bake": 600.0, "image": 300.0, "poll": 5.0, "console": 30.0}
 
@@ -95,7 +95,7 @@ def one_build(endpoint: str, scale: float, recipe_name: str, out_dir: Path) -> d
     import pytest
     import requests
 
-    from aws_emulator import EmulatorGaps, GuestSimulator, ImageDelays, Recorder, add_rhel_images, patch_console_output
+    from condor_seed.emulator.aws import EmulatorGaps, GuestSimulator, ImageDelays, Recorder, add_rhel_images, patch_console_output
     from condor_seed.aws.build import BuildOptions, build_recipe
     from condor_seed.aws.session import Aws
     from condor_seed.recipe import load_recipe

@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(PROJECT), str(PROJECT / "tests" / "aws"), str(PROJECT / "tests" / "publish"),
-                str(PROJECT / "benchmarks")]
+sys.path[:0] = [str(PROJECT), str(PROJECT / "benchmarks")]  # this checkout's condor_seed; aws_emulated
 
 TARGET_SECONDS, TARGET_CALLS = 3.0, 10
 
@@ -36,10 +35,10 @@ def publish_everything(endpoint: str, recipes, manifest_dir: Path) -> None:
     import boto3
     import pytest
 
-    from aws_emulator import GuestSimulator, add_rhel_images, patch_console_output
+    from condor_seed.emulator.aws import GuestSimulator, add_rhel_images, patch_console_output
     from condor_seed.aws.session import Aws
     from condor_seed.nightly import BUILT, NightlyOptions, nightly
-    from publish_helpers import Emulated
+    from condor_seed.emulator.account import Emulated
 
     add_rhel_images("us-east-1")
     session = boto3.Session(region_name="us-east-1")
@@ -62,7 +61,7 @@ def publish_everything(endpoint: str, recipes, manifest_dir: Path) -> None:
 def nothing_changed(recipes) -> dict:
     import boto3
 
-    from aws_emulator import Recorder
+    from condor_seed.emulator.aws import Recorder
     from condor_seed.aws.session import Aws
     from condor_seed.nightly import UP_TO_DATE, NightlyOptions, nightly
 

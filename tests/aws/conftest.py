@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 
-from aws_emulator import (EmulatorGaps, GuestSimulator, ImageDelays, Recorder, add_rhel_images, backend,
+from condor_seed.emulator.aws import (EmulatorGaps, GuestSimulator, ImageDelays, Recorder, add_rhel_images, backend,
                           patch_console_output)
 from condor_seed.aws.build import BuildOptions
 from condor_seed.aws.session import Aws

@@ -133,7 +133,7 @@ def test_guest_that_never_powers_off_times_out_and_is_terminated(emu):
 
 
 def test_throttling_on_several_calls_is_retried(emu):
-    from aws_emulator import Throttle
+    from condor_seed.emulator.aws import Throttle
 
     throttle = Throttle(emu.aws.session, ["CreateSecurityGroup", "RunInstances", "DescribeInstances",
                                           "CreateImage", "DescribeImages", "CreateTags"])
@@ -240,7 +240,7 @@ def test_ctrl_c_during_parallel_builds_undoes_every_build(emu):
     import signal
     import threading
 
-    from aws_emulator import backend
+    from condor_seed.emulator.aws import backend
 
     emu.guest.mode = "hang"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aws_emulator import private_recipe, sigterm_during_bake
+from condor_seed.emulator.aws import private_recipe, sigterm_during_bake
 
 PROJECT = Path(__file__).resolve().parents[2]
 

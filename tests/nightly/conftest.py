@@ -11,16 +11,17 @@ import boto3
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS / "aws"), str(TESTS / "publish")]
+sys.path[:0] = [str(TESTS / "aws"), str(TESTS / "publish")]  # iam_policy, publish_helpers
 
 from nightly_helpers import Night, RecipeGuest  # noqa: E402
 
 
 @pytest.fixture
 def night(aws_env, monkeypatch, tmp_path):
-    from aws_emulator import add_rhel_images, patch_console_output
+    from condor_seed.emulator.aws import add_rhel_images, patch_console_output
     from condor_seed.aws.session import Aws
-    from publish_helpers import Emulated, disallowed
+    from condor_seed.emulator.account import Emulated
+    from publish_helpers import disallowed
 
     bases = add_rhel_images("us-east-1")
     session = boto3.Session(region_name="us-east-1")

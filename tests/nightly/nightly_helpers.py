@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_emulator import GuestSimulator
+from condor_seed.emulator.aws import GuestSimulator
 from condor_seed.aws.session import Aws
 from condor_seed.aws.tags import tag_dict
 from condor_seed.nightly import NightlyOptions, RecipeRun, nightly, select_recipes

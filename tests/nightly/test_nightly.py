@@ -22,7 +22,7 @@ from condor_seed.nightly import BUILT, RESUMED, UP_TO_DATE, failure_summary, for
 from condor_seed.recipe import load_recipe
 from condor_seed.render import render
 
-from aws_emulator import add_image, backend, private_recipe, sigterm_during_bake
+from condor_seed.emulator.aws import add_image, backend, private_recipe, sigterm_during_bake
 from publish_helpers import REGIONS, is_mutating
 
 PROJECT = Path(__file__).resolve().parents[2]

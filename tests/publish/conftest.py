@@ -6,7 +6,8 @@ import boto3
 import pytest
 
 from condor_seed.aws.session import Aws
-from publish_helpers import Emulated, disallowed
+from condor_seed.emulator.account import Emulated
+from publish_helpers import disallowed
 
 
 @pytest.fixture

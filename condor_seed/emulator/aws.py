@@ -18,6 +18,7 @@ import base64
 import gzip
 import re
 import threading
+from pathlib import Path
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def add_rhel_images(region: str = "us-east-1") -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ subprocess runs
-def private_recipe(folder, project) -> "Path":
+def private_recipe(folder, project) -> Path:
     """A copy of rhel9-x86_64 that is not published: a subprocess needs no image block public access
     answer (moto lacks the call, and the test's hooks do not reach another process)."""
     import shutil
