@@ -76,6 +76,11 @@ def ssm_value(ssm, name: str | None) -> str | None:
         raise
 
 
+def point_ssm_at(ssm, name: str, image_id: str) -> None:
+    """Announce the image: the SSM parameter (data type `aws:ec2:image`, so AWS checks the id) -> image_id."""
+    ssm.put_parameter(Name=name, Value=image_id, Type="String", DataType="aws:ec2:image", Overwrite=True)
+
+
 @contextlib.contextmanager
 def aws_errors(what: str, error: type[SeedError] = SeedError):
     """Turn an AWS refusal (access denied, throttled past the retries, unreachable) into one clear line."""

@@ -1,4 +1,5 @@
-"""The image: create it from the stopped builder, wait, tag it and its snapshots, require IMDSv2."""
+"""One image's EC2 calls: create it from the stopped builder, wait, tag it and its snapshots, require
+IMDSv2; copy, deprecate and share it when publishing; remove it with its snapshots."""
 from __future__ import annotations
 
 import botocore.exceptions
@@ -31,7 +32,7 @@ def finish_image(ec2, image_id: str, tags: dict[str, str], poller: Poller) -> di
     snapshots = snapshot_ids(image)
     if snapshots:
         ec2.create_tags(Resources=snapshots, Tags=tag_list(tags))
-    ec2.modify_image_attribute(ImageId=image_id, ImdsSupport={"Value": "v2.0"})
+    require_imds_v2(ec2, image_id)
     return image
 
 
@@ -69,3 +70,52 @@ def delete_snapshot(ec2, snapshot_id: str) -> list[str]:
             return []
         raise
     return [snapshot_id]
+
+
+# ------------------------------------------------------------------ publishing one image
+def copy_image(ec2, *, source_region: str, source_id: str, name: str, description: str, client_token: str,
+               tags: dict[str, str]) -> str:
+    """Copy into this client's region, tags (image and snapshots) requested on the copy itself."""
+    return ec2.copy_image(
+        SourceImageId=source_id, SourceRegion=source_region, Name=name, Description=description,
+        ClientToken=client_token, TagSpecifications=tag_specs(tags, "image", "snapshot"),
+    )["ImageId"]
+
+
+def require_imds_v2(ec2, image_id: str) -> None:
+    """ImdsSupport=v2.0: instances launched from it require IMDSv2 (irreversible)."""
+    ec2.modify_image_attribute(ImageId=image_id, ImdsSupport={"Value": "v2.0"})
+
+
+def set_description(ec2, image_id: str, description: str) -> None:
+    ec2.modify_image_attribute(ImageId=image_id, Description={"Value": description})
+
+
+def tag_image(ec2, image: dict, tags: dict[str, str]) -> None:
+    """Tag the image and its snapshots."""
+    ec2.create_tags(Resources=[image["ImageId"], *snapshot_ids(image)], Tags=tag_list(tags))
+
+
+def deprecate_at(ec2, image_id: str, when) -> None:
+    ec2.enable_image_deprecation(ImageId=image_id, DeprecateAt=when)
+
+
+def make_public(ec2, image_id: str) -> None:
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
+
+
+def snapshots_encrypted(ec2, image: dict) -> bool:
+    """Whether any snapshot behind the image is encrypted, as DescribeSnapshots tells."""
+    snaps = snapshot_ids(image)
+    found = ec2.describe_snapshots(SnapshotIds=snaps)["Snapshots"] if snaps else []
+    return any(s.get("Encrypted") for s in found)
+
+
+# ------------------------------------------------------------------ account: image block public access
+def block_public_access(ec2) -> dict:
+    """This region's image block public access setting (`ImageBlockPublicAccessState`, `ManagedBy`)."""
+    return ec2.get_image_block_public_access_state()
+
+
+def disable_block_public_access(ec2) -> None:
+    ec2.disable_image_block_public_access()

@@ -8,6 +8,7 @@ import botocore.exceptions
 
 from ..errors import PreflightError
 from ..recipe import Recipe
+from . import images
 from .session import Aws
 
 
@@ -53,7 +54,7 @@ def check_public_ready(aws: Aws, recipe: Recipe, build_region: str) -> None:
                 "encrypted AMIs cannot be made public: run `aws ec2 disable-ebs-encryption-by-default "
                 f"--region {region}` or set publish.public: false"
             )
-        state = ec2.get_image_block_public_access_state().get("ImageBlockPublicAccessState", "unblocked")
+        state = images.block_public_access(ec2).get("ImageBlockPublicAccessState", "unblocked")
         if state != "unblocked":
             raise PreflightError(
                 f"image block public access is {state!r} in {region}, so recipe {recipe.name}'s AMI cannot be made "

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..log import progress
 from ..errors import PruneError
 from ..recipe import Recipe
-from .catalog import aws_errors, recipe_images, retire, ssm_value
+from .catalog import aws_errors, make_private, recipe_images, retire, ssm_value
 from .session import Aws
 
 PUBLIC_QUOTA = 5  # public AMIs per region, AWS default
@@ -84,7 +84,7 @@ def apply_plan(ec2, plan: RegionPlan) -> list[str]:
         try:
             if decision.action == "make-private":
                 progress(f"making {decision.image_id} private ({decision.reason})", prefix=f"{plan.region}: ")
-                ec2.modify_image_attribute(ImageId=decision.image_id, LaunchPermission={"Remove": [{"Group": "all"}]})
+                make_private(ec2, decision.image)
             else:
                 progress(f"removing {decision.image_id} ({decision.reason})", prefix=f"{plan.region}: ")
                 retire(ec2, decision.image)

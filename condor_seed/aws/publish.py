@@ -8,37 +8,46 @@ missing):
    `--disable-block-public-access` turns it off and waits until it reads `unblocked`, bounded).
 2. Copy to every target region concurrently (`copy_image` with a `ClientToken` derived from the source
    and the region, tags requested on the copy), an existing copy (found by tag or name) is reused.
-3. Per region: `ImdsSupport=v2.0`, description, tags on image and snapshots, deprecation time, rotation
-   (prune) when the recipe asks, and LAST the launch permission `Group=all`; then the SSM parameter.
-   A failure undoes what this run created in that region (deregister + delete snapshots).
-4. The manifest lists every region's AMI; the report names the regions that succeeded and failed.
+3. Per region, the steps of `publish_steps.region_steps()` (run by `pipeline.Pipeline`, and the very
+   list `--dry-run` prints): `ImdsSupport=v2.0`, description, tags on image and snapshots, deprecation
+   time, rotation (prune) when the recipe asks, and LAST the launch permission `Group=all`; then the
+   SSM parameter. A failure undoes what this run created in that region (deregister + delete snapshots).
+4. The manifest (a record, when the source came with one) lists every region's AMI; the report names the regions that succeeded and failed.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import contextvars
 import datetime as dt
-import hashlib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .. import manifest as manifest_mod
-from ..log import progress
 from ..errors import PublishError
+from ..log import progress
+from ..pipeline import Pipeline, Step
 from ..recipe import Recipe, load_recipe
-from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags, retire, ssm_value
-from .images import encrypted, snapshot_ids
-from .prune import apply_plan, plan_region
+from . import images
+from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags
+from .publish_steps import Outcome, Region, RegionStep, client_token, describe_error, region_steps
 from .session import Aws
-from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, parse_utc, tag_dict, tag_list
-from .waiters import Poller, describe_image, wait_image_available, wait_image_exists
+from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, parse_utc, tag_dict
+from .waiters import describe_image
+
+__all__ = ["Outcome", "PublishError", "Publisher", "Source", "client_token", "publish", "publish_ami"]
 
 POLL_INTERVAL = 5.0      # seconds between polls of a copy's state and of block public access
 COPY_TIMEOUT = 3600.0    # a large cross-region copy can take the better part of an hour
 BPA_TIMEOUT = 900.0      # AWS: turning off image block public access can take up to 10 minutes
 BPA_CONSOLE = "EC2 > Dashboard > Account attributes > Data protection and security > Block public access for AMIs"
+
+
+def _apply_if_needed(step: RegionStep, region: Region) -> None:
+    if step.needed(region):
+        step.apply(region)
 
 
 def bpa_fix(region: str) -> str:
@@ -82,31 +91,6 @@ class Source:
         (deregistered) image back."""
         pairs = (p.split("=", 1) for p in self.custom.get("copy_attempts", "").split(",") if "=" in p)
         return {region: int(n) for region, n in pairs}
-
-
-@dataclass
-class Outcome:
-    region: str
-    image_id: str | None = None
-    created: bool = False
-    ok: bool = False
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        if self.ok:
-            return f"{self.region}: published {self.image_id}" + "".join(f"; {n}" for n in self.notes)
-        return f"{self.region}: FAILED: {self.error}"
-
-
-def client_token(source_ref: str, region: str, attempt: int) -> str:
-    """Same source and region -> same token, so a retried CopyImage never makes a second copy. A new
-    attempt number is used only when the token's earlier copy was removed (undone by a failed run)."""
-    return hashlib.sha256(f"{source_ref}->{region}#{attempt}".encode()).hexdigest()[:64]
-
-
-def describe_error(exc: BaseException) -> str:
-    return str(exc).replace("\n", " ") or type(exc).__name__
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -185,14 +169,11 @@ class Publisher:
     def _encrypted(self) -> bool:
         if str(self.source.custom.get("encrypted", "false")).lower() == "true":
             return True
-        if encrypted(self.source.image):
-            return True
-        snaps = snapshot_ids(self.source.image)
-        found = self.aws.ec2(self.source.region).describe_snapshots(SnapshotIds=snaps)["Snapshots"] if snaps else []
-        return any(s.get("Encrypted") for s in found)
+        return images.encrypted(self.source.image) or images.snapshots_encrypted(self.aws.ec2(self.source.region),
+                                                                                 self.source.image)
 
     def _block_public_access(self, disable: bool) -> None:
-        states = {r: self.aws.ec2(r).get_image_block_public_access_state() for r in self.regions}
+        states = {r: images.block_public_access(self.aws.ec2(r)) for r in self.regions}
         blocked = {r: s for r, s in states.items() if s.get("ImageBlockPublicAccessState") != "unblocked"}
         if not blocked:
             return
@@ -211,7 +192,7 @@ class Publisher:
                 self.say("would turn off image block public access", region)
                 continue
             self.say("turning off image block public access", region)
-            self.aws.ec2(region).disable_image_block_public_access()
+            images.disable_block_public_access(self.aws.ec2(region))
         if not self.dry_run:
             self._wait_unblocked(list(blocked))
 
@@ -219,7 +200,7 @@ class Publisher:
         deadline = time.monotonic() + self.bpa_timeout
         waiting = list(regions)
         while True:
-            waiting = [r for r in waiting if self.aws.ec2(r).get_image_block_public_access_state()
+            waiting = [r for r in waiting if images.block_public_access(self.aws.ec2(r))
                        .get("ImageBlockPublicAccessState") != "unblocked"]
             if not waiting:
                 self.say("image block public access reads unblocked in " + ", ".join(regions))
@@ -246,138 +227,44 @@ class Publisher:
             extra[BUILD_ID_TAG] = self.source.build_id
         return published_tags(tag_dict(self.source.image.get("Tags")), extra)
 
-    def run_region(self, region: str) -> Outcome:
-        outcome = Outcome(region)
-        ec2 = self.aws.ec2(region)
+    def publish_region(self, name: str) -> Outcome:
+        """Run the region's steps (those still needed); a failure undoes this run's copy there."""
+        region = Region(self, name, image=None)
         try:
-            image = self._obtain(ec2, region, outcome)
-            self._finish(ec2, region, image, outcome)
-            outcome.ok = True
+            region.image = self.existing(name)
+            region.outcome.image_id = region.image["ImageId"] if region.image else None
+            if region.image is not None and name != self.source.region:
+                region.say(f"found copy {region.image['ImageId']} ({region.image.get('State')}) from an earlier run")
+            Pipeline(report=region.say).run([
+                Step(step.name, functools.partial(_apply_if_needed, step, region),
+                     functools.partial(step.undo, region) if step.undo else None)
+                for step in region_steps()])
+            region.outcome.ok = True
         except Exception as exc:  # noqa: BLE001 - one region's failure is reported, the others go on
-            outcome.error = describe_error(exc)
-            if outcome.created and outcome.image_id:
-                outcome.error += self._undo(ec2, region, outcome.image_id)
-        return outcome
-
-    def _obtain(self, ec2, region: str, outcome: Outcome) -> dict:
-        image = self.existing(region)
-        if image is not None:
-            outcome.image_id = image["ImageId"]
-            if region != self.source.region:
-                self.say(f"found copy {image['ImageId']} ({image.get('State')}) from an earlier run", region)
-        else:
-            outcome.image_id = self._copy(ec2, region)
-            outcome.created = True
-        if image is None or image.get("State") != "available":
-            self._wait_available(ec2, region, outcome.image_id)
-        return describe_image(ec2, outcome.image_id)
-
-    def _copy(self, ec2, region: str) -> str:
-        tags = tag_list(self.tags())
-        first = self.source.copy_attempts().get(region, 0)
-        for attempt in range(first, first + 5):
-            self.say(f"copying {self.source.ref}", region)
-            image_id = ec2.copy_image(
-                SourceImageId=self.source.image_id, SourceRegion=self.source.region,
-                Name=self.source.image["Name"], Description=self.recipe.ami_description(),
-                ClientToken=client_token(self.source.ref, region, attempt),
-                TagSpecifications=[{"ResourceType": kind, "Tags": tags} for kind in ("image", "snapshot")],
-            )["ImageId"]
-            earlier = describe_image(ec2, image_id)
-            if earlier is None or earlier.get("State") not in ("deregistered", "failed"):
-                return image_id
-            self.say(f"copy token already used by removed {image_id}; copying afresh", region)
-        raise PublishError(f"copy_image keeps returning removed images in {region}")
-
-    def _wait_available(self, ec2, region: str, image_id: str) -> None:
-        self.say(f"waiting for {image_id} to become available", region)
-        poller = Poller(interval=self.poll_interval, timeout=self.copy_timeout,
-                        report=lambda message: self.say(message, region))
-        wait_image_exists(ec2, image_id, poller)
-        wait_image_available(ec2, image_id, poller)
-
-    def _finish(self, ec2, region: str, image: dict, outcome: Outcome) -> None:
-        image_id = image["ImageId"]
-        if image.get("ImdsSupport") != "v2.0":
-            self.say(f"{image_id}: ImdsSupport=v2.0", region)
-            ec2.modify_image_attribute(ImageId=image_id, ImdsSupport={"Value": "v2.0"})
-        description = self.recipe.ami_description()
-        if image.get("Description") != description:
-            ec2.modify_image_attribute(ImageId=image_id, Description={"Value": description})
-        resources = [image_id, *snapshot_ids(image)]
-        ec2.create_tags(Resources=resources, Tags=tag_list(self.tags()))
-        deprecate_at = self.source.deprecate_at()
-        if deprecate_at and parse_utc(image.get("DeprecationTime") or "") != deprecate_at:
-            self.say(f"{image_id}: deprecation at {deprecate_at:%Y-%m-%d %H:%M}Z", region)
-            ec2.enable_image_deprecation(ImageId=image_id, DeprecateAt=deprecate_at)
-        if self.recipe.prune_on_publish:
-            self._prune(ec2, region, image_id, outcome)
-        if self.public and not image.get("Public"):
-            self.say(f"{image_id}: launch permission Group=all (public)", region)
-            ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
-        parameter = self.recipe.ssm_parameter()
-        if parameter and ssm_value(self.aws.ssm(region), parameter) != image_id:
-            self.say(f"{parameter} -> {image_id}", region)
-            self.aws.ssm(region).put_parameter(Name=parameter, Value=image_id, Type="String",
-                                               DataType="aws:ec2:image", Overwrite=True)
-
-    def _prune(self, ec2, region: str, image_id: str, outcome: Outcome) -> None:
-        plan = plan_region(ec2, self.aws.ssm(region), self.recipe, region, keep=self.recipe.keep,
-                           protect=(image_id,), becoming_public=(image_id,) if self.public else ())
-        problems = apply_plan(ec2, plan)
-        removed = [d.image_id for d in plan.decisions if d.action != "keep"]
-        if removed:
-            outcome.notes.append("rotated out " + ", ".join(removed))
-        outcome.notes += [f"prune: {p}" for p in problems]
-
-    def _undo(self, ec2, region: str, image_id: str) -> str:
-        self.say(f"undoing: removing {image_id} and its snapshots", region)
-        try:
-            image = describe_image(ec2, image_id)
-            removed = retire(ec2, image) if image else []
-        except Exception as exc:  # noqa: BLE001
-            return f" (undo FAILED, {image_id} or its snapshots are left behind: {describe_error(exc)})"
-        return f" (undone: removed {', '.join(removed) or 'nothing left'})"
+            region.outcome.error = describe_error(exc) + "".join(f" ({u})" for u in region.outcome.undone)
+        return region.outcome
 
     # -------------------------------------------------------------------------- plan / run
     def plan(self) -> list[str]:
+        """The `--dry-run` plan: per region, what the same steps `publish_regions` runs would do."""
         lines = [f"publish {self.source.ref} ({self.recipe.name}, build {self.source.build_id or '?'}) "
                  f"{'publicly' if self.public else 'privately'} to {', '.join(self.regions)}"]
-        deprecate_at = self.source.deprecate_at()
-        for region in self.regions:
-            image = self.existing(region)
-            if image is None:
-                token = client_token(self.source.ref, region, self.source.copy_attempts().get(region, 0))
-                lines.append(f"{region}: copy {self.source.ref} (ClientToken {token[:12]}…)")
-            elif region == self.source.region:
-                lines.append(f"{region}: publish the source image {image['ImageId']} in place")
-            else:
-                lines.append(f"{region}: finish existing copy {image['ImageId']} ({image.get('State')})")
-            steps = ["ImdsSupport=v2.0", "description", "tags on image and snapshots"]
-            if deprecate_at:
-                steps.append(f"deprecate at {deprecate_at:%Y-%m-%d %H:%M}Z")
-            if self.recipe.prune_on_publish:
-                steps.append("prune")
-            if self.public:
-                steps.append("launch permission Group=all")
-            if self.recipe.ssm_parameter():
-                steps.append(f"SSM {self.recipe.ssm_parameter()}")
-            lines.append(f"{region}:   then " + ", ".join(steps))
-            if self.recipe.prune_on_publish:
-                keep = self.recipe.keep - (image is None)
-                quota_plan = plan_region(self.aws.ec2(region), self.aws.ssm(region), self.recipe, region,
-                                         keep=max(keep, 0), quota=5 - (image is None and self.public),
-                                         protect=(image["ImageId"],) if image else ())
-                lines += [f"{region}:   prune: {line.split(': ', 1)[1]}" for line in quota_plan.lines()]
+        for name in self.regions:
+            region = Region(self, name, image=self.existing(name))
+            obtain, *finish = region_steps()
+            needed = [step for step in finish if step.needed(region)]
+            lines.append(f"{name}: {obtain.describe(region)}")
+            lines.append(f"{name}:   then " + ", ".join(step.describe(region) for step in needed))
+            lines += [f"{name}:   {line}" for step in needed for line in step.details(region)]
         return lines
 
-    def run(self) -> list[Outcome]:
+    def publish_regions(self) -> list[Outcome]:
         for region in self.regions:  # make the clients before the threads share them
             self.aws.ec2(region)
             self.aws.ssm(region)
         context = contextvars.copy_context()  # the caller's log prefix reaches the region threads
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(self.regions), 16)) as pool:
-            return list(pool.map(lambda region: context.copy().run(self.run_region, region), self.regions))
+            return list(pool.map(lambda region: context.copy().run(self.publish_region, region), self.regions))
 
     def record(self, outcomes: list[Outcome]) -> None:
         """Write every region's AMI into the manifest build (source first)."""
@@ -404,12 +291,9 @@ class Publisher:
 
 
 def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = None, region: str | None = None,
-                regions: list[str] | None = None, dry_run: bool = False, disable_block_public_access: bool = False,
-                poll_interval: float = POLL_INTERVAL, copy_timeout: float = COPY_TIMEOUT,
-                bpa_timeout: float = BPA_TIMEOUT, manifest_dir: Path | None = None,
-                show: Callable[[str], None] = print) -> list[Outcome]:
-    """Publish the manifest's last build (or one AMI); raise PublishError naming what failed where.
-    `show` gets each region's outcome line (stdout by default; nightly sends them to its recipe's log)."""
+                manifest_dir: Path | None = None, **options) -> list[Outcome]:
+    """`invoke publish-ami`: publish the manifest's last build (or one AMI, whose scan and smoke test a
+    manifest in `manifest_dir` vouches for); `options` as for `publish`."""
     if bool(manifest) == bool(ami):
         raise PublishError("give either --manifest PATH or --ami ID --region R")
     if ami:
@@ -418,6 +302,16 @@ def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = Non
         source = source_from_ami(aws, ami, region, manifest_dir)
     else:
         source = source_from_manifest(aws, Path(manifest))
+    return publish(aws, source, **options)
+
+
+def publish(aws: Aws, source: Source, *, regions: list[str] | None = None, dry_run: bool = False,
+            disable_block_public_access: bool = False, poll_interval: float = POLL_INTERVAL,
+            copy_timeout: float = COPY_TIMEOUT, bpa_timeout: float = BPA_TIMEOUT,
+            show: Callable[[str], None] = print) -> list[Outcome]:
+    """Gate, then every region's steps; the manifest (when the source has one) records the result at the end.
+    Raise PublishError naming what failed where. `show` gets each region's outcome line (stdout by
+    default; nightly sends them to its recipe's log)."""
     publisher = Publisher(aws, source, list(regions or source.recipe.regions), dry_run=dry_run,
                           poll_interval=poll_interval, copy_timeout=copy_timeout, bpa_timeout=bpa_timeout)
     with aws_errors("publish gate", PublishError):
@@ -434,7 +328,7 @@ def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = Non
             if refusal:
                 raise refusal
             return []
-    outcomes = publisher.run()
+    outcomes = publisher.publish_regions()
     publisher.record(outcomes)
     for outcome in outcomes:
         show(outcome.line())
