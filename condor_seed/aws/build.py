@@ -24,9 +24,10 @@ from ..errors import SeedError
 from ..fingerprint import fingerprint
 from ..pipeline import Cancelled, Pipeline, Step, cancellable_sleep, sigterm_as_interrupt
 from ..recipe import Recipe
-from ..render import MARKERS, render
+from ..render import MARKERS, RenderedTree, render
 from ..userdata import encode_user_data
 from . import images, instances
+from .lifecycle import InstanceLifecycle, LaunchSpec
 from .base_image import BaseImage, describe_base_image, find_base_image
 from .preflight import preflight
 from .session import Aws
@@ -88,12 +89,14 @@ class Build:
     started: dt.datetime = field(init=False)
     build_id: str = field(init=False)
     ami_name: str = field(init=False)
+    ec2: object = field(init=False)  # the build region's client
+    poller: Poller = field(init=False)
+    tree: RenderedTree = field(init=False)  # the recipe rendered once: bake script and fingerprint
+    builder: InstanceLifecycle = field(init=False)
     base: BaseImage | None = None
     fingerprint: str = ""
     user_data: bytes = b""
     collisions: list[dict] = field(default_factory=list)
-    group_id: str | None = None
-    instance_id: str | None = None
     image_id: str | None = None
     image: dict | None = None
     console: str = ""
@@ -109,6 +112,14 @@ class Build:
                              sleep=self.sleep or self.opts.sleep, clock=self.opts.clock, report=self.report,
                              report_every=self.opts.report_every)
         self.tree = render(self.recipe)
+        self.builder = InstanceLifecycle(
+            self.ec2, self.build_id, role="builder", poller=self.poller, report=self.report,
+            tags=lambda: self.tags("builder", f"condor-seed builder {self.recipe.name}"),
+            group_name=f"condor-seed-build-{self.build_id}",
+            group_description=f"condor-seed builder {self.recipe.name} {self.build_id}: no inbound rules")
+
+    instance_id = property(lambda self: self.builder.instance_id)
+    group_id = property(lambda self: self.builder.group_id)
 
     # ------------------------------------------------------------------ tags
     def tags(self, role: str, name: str, finished: bool = False) -> dict[str, str]:
@@ -132,13 +143,11 @@ class Build:
             Step("preflight", self.preflight),
             Step("remove the colliding AMI (--force)", self.remove_collisions),
             Step("base image", self.find_base),
-            Step("security group", self.create_group, self.delete_group),
-            Step("launch builder", self.launch, self.terminate_builder),
-            Step("bake", self.wait_bake),
-            Step("create image", self.create_image, self.delete_image),
-            Step("wait for image", self.wait_image),
-            Step("terminate builder", self.terminate_builder),
-            Step("delete security group", self.delete_group),
+            *self.builder.steps(
+                self.launch_spec, wait=Step("bake", self.wait_bake), launch_name="launch builder",
+                note=f"; waiting for the bake (timeout {fmt_seconds(self.opts.timeout)})",
+                while_up=[Step("create image", self.create_image, self.delete_image),
+                          Step("wait for image", self.wait_image)]),
             Step("manifest", self.write_manifest),
         ]
 
@@ -162,33 +171,11 @@ class Build:
         self.report(f"base image {self.base.image_id} ({self.base.name}, {self.base.creation_date}); "
                     f"fingerprint {self.fingerprint[:19]}…; build id {self.build_id}")
 
-    def create_group(self):
-        self.group_id = instances.create_security_group(
-            self.ec2, f"condor-seed-build-{self.build_id}",
-            f"condor-seed builder {self.recipe.name} {self.build_id}: no inbound rules",
-            self.tags("builder", f"condor-seed builder {self.recipe.name}"),
-        )
-        self.report(f"security group {self.group_id} (no inbound rules)")
-
-    def delete_group(self):
-        for group_id in instances.delete_run_groups(self.ec2, self.build_id, self.group_id, self.poller):
-            self.report(f"deleted security group {group_id}")
-        self.group_id = None
-
-    def launch(self):
-        self.instance_id = instances.launch_instance(
-            self.ec2, image_id=self.base.image_id, instance_type=self.recipe.instance_type, group_id=self.group_id,
-            tags=self.tags("builder", f"condor-seed builder {self.recipe.name}"),
-            client_token=f"condor-seed-{self.build_id}-builder", user_data=self.user_data,
-            root_device=self.base.root_device_name, root_volume=self.recipe.root_volume,
-        )
-        self.report(f"builder {self.instance_id} ({self.recipe.instance_type}) launched; waiting for the bake "
-                    f"(timeout {fmt_seconds(self.opts.timeout)})")
-
-    def terminate_builder(self):
-        ids = instances.terminate_run(self.ec2, self.build_id, self.instance_id, self.poller)
-        if ids:
-            self.report(f"terminated builder {', '.join(ids)}")
+    def launch_spec(self) -> LaunchSpec:
+        """Called when the launch runs: the base image and the user data are known by then."""
+        return LaunchSpec(image_id=self.base.image_id, instance_type=self.recipe.instance_type,
+                          client_token=f"condor-seed-{self.build_id}-builder", user_data=self.user_data,
+                          root_device=self.base.root_device_name, root_volume=self.recipe.root_volume)
 
     def wait_bake(self):
         self.console = instances.wait_for_bake(self.ec2, self.instance_id, marker=MARKERS["bake"],

@@ -17,6 +17,7 @@ from ..errors import PreflightError
 from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..render import MARKERS
 from . import instances
+from .lifecycle import InstanceLifecycle, LaunchSpec
 from .build import new_build_id, utcnow
 from .preflight import identity_and_region
 from .session import Aws
@@ -70,15 +71,23 @@ class SmokeTest:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], dt.datetime] = utcnow
+    ec2: object = field(init=False)
+    run_id: str = field(init=False)
+    poller: Poller = field(init=False)
+    instance: InstanceLifecycle = field(init=False)
+    image: dict = field(default_factory=dict)
+    console: str = ""
 
     def __post_init__(self):
         self.ec2 = self.aws.ec2(self.region)
         self.run_id = f"smoke-{new_build_id(self.now())}"
         self.poller = Poller(interval=self.poll_interval, timeout=self.timeout, sleep=self.sleep, clock=self.clock,
                              report=self.report, report_every=self.report_every)
-        self.group_id = self.instance_id = None
-        self.image: dict = {}
-        self.console = ""
+        self.instance = InstanceLifecycle(
+            self.ec2, self.run_id, role="smoke-test instance", poller=self.poller, report=self.report,
+            tags=self.tags, group_description=f"condor-seed smoke test of {self.image_id}: no inbound rules")
+
+    instance_id = property(lambda self: self.instance.instance_id)
 
     def tags(self) -> dict[str, str]:
         recipe = tag_dict(self.image.get("Tags")).get(RECIPE_TAG, "unknown")
@@ -100,26 +109,6 @@ class SmokeTest:
         self.image = image
         arch = image.get("Architecture", "x86_64")
         self.instance_type = self.instance_type or INSTANCE_TYPES.get(arch, "t3.large")
-
-    def create_group(self):
-        self.group_id = instances.create_security_group(
-            self.ec2, f"condor-seed-{self.run_id}", f"condor-seed smoke test of {self.image_id}: no inbound rules",
-            self.tags())
-
-    def delete_group(self):
-        instances.delete_run_groups(self.ec2, self.run_id, self.group_id, self.poller)
-        self.group_id = None
-
-    def launch(self):
-        self.instance_id = instances.launch_instance(
-            self.ec2, image_id=self.image_id, instance_type=self.instance_type, group_id=self.group_id,
-            tags=self.tags(), client_token=f"condor-seed-{self.run_id}")
-        self.report(f"smoke-test instance {self.instance_id} ({self.instance_type}) launched from {self.image_id}")
-
-    def terminate(self):
-        ids = instances.terminate_run(self.ec2, self.run_id, self.instance_id, self.poller)
-        if ids:
-            self.report(f"terminated {', '.join(ids)}")
 
     def wait_ready(self):
         console = instances.Console(self.ec2, self.instance_id)
@@ -151,11 +140,9 @@ class SmokeTest:
         with sigterm_as_interrupt():
             Pipeline(report=self.report).run([
                 Step("preflight", self.preflight),
-                Step("security group", self.create_group, self.delete_group),
-                Step("launch", self.launch, self.terminate),
-                Step("wait for the seed", self.wait_ready),
-                Step("terminate", self.terminate),
-                Step("delete security group", self.delete_group),
+                *self.instance.steps(
+                    lambda: LaunchSpec(self.image_id, self.instance_type, client_token=f"condor-seed-{self.run_id}"),
+                    wait=Step("wait for the seed", self.wait_ready)),
             ])
         seconds = self.clock() - start
         self.report(f"smoke test passed in {fmt_seconds(seconds)}")
