@@ -155,8 +155,7 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
         return
     from condor_seed import manifest
     from condor_seed.aws.session import Aws
-    from condor_seed.aws.smoke import record_result, smoke_test as run_smoke_test
-    from condor_seed.aws.tags import SMOKE_TEST_TAG
+    from condor_seed.aws.smoke import smoke_test_and_record
     from condor_seed.errors import PreflightError
 
     if not ami:
@@ -164,19 +163,9 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
     aws = Aws(profile=profile)
     region = _aws_region(aws, region)
     options = {k: float(v) for k, v in (("poll_interval", poll_interval), ("timeout", timeout)) if v}
-    record = manifest.find_by_ami(region, ami)
-    try:
-        result = run_smoke_test(aws, region, ami, instance_type=instance_type, **options)
-    except Exception:
-        if record:
-            manifest.set_result(record[0], record[1]["packer_run_uuid"], "smoke_test", "failed")
-        raise
-    if record:
-        manifest.set_result(record[0], record[1]["packer_run_uuid"], "smoke_test", "passed")
-        progress(f"recorded smoke_test=passed in {record[0]}")
-    if result.ours:  # the tag outlives the manifest: nightly resumes publishing a smoke-tested image
-        record_result(aws.ec2(region), ami, "passed")
-        progress(f"tagged {ami} {SMOKE_TEST_TAG}=passed")
+    path, build = manifest.find_by_ami(region, ami) or (None, None)
+    result = smoke_test_and_record(aws, region, ami, build=build, manifest_path=path, instance_type=instance_type,
+                                   **options)
     print(f"passed\t{region}:{ami}\t{result.instance_id}")
 
 

@@ -103,6 +103,13 @@ def find_build(data: dict, build_id: str | None = None) -> dict:
     raise ManifestError(f"no build {build_id!r} in the manifest")
 
 
+def has_build(path: Path, build_id: str | None) -> bool:
+    """Whether the manifest at `path` exists and holds that build."""
+    if build_id is None or not Path(path).exists():
+        return False
+    return any(b.get("packer_run_uuid") == build_id for b in load(path).get("builds") or [])
+
+
 def update_build(path: Path, build_id: str | None, *, artifact_id: str | None = None,
                  custom_data: dict[str, str] | None = None, region_amis: dict[str, str] | None = None) -> dict:
     """Change one build in place: replace artifact_id, add `region:ami` pairs, merge custom data."""

@@ -23,14 +23,15 @@ For every EC2 recipe, concurrently:
      tag an image whose smoke test passed),
    - the original, not a copy (no `condor-seed:source-ami` naming another image), not encrypted, not
      deprecated yet.
-   The manifest entry is recreated from its tags (`build_from_image`) and `publish_ami` finishes what
-   is missing (it reuses the copies it finds). No instance is launched; the action reads
+   `publish.source_from_image` recreates its manifest entry from its tags and `publish` finishes what
+   is missing (it reuses the copies it finds; the entry is recorded when it ends). No instance is launched; the action reads
    "published (resumed)". An image without the smoke-test tag is not trusted: the recipe is rebuilt.
 4. otherwise (or with `--force`): build (`build_recipe` from that same base image), check the build
-   tagged the fingerprint this run planned, smoke-test the image (a failed image is removed: it would
-   never be published), record `smoke_test=passed` in the manifest and on the image (tag), publish
-   (`publish_ami` with the manifest; it copies, makes public, announces in SSM and prunes when the
-   recipe asks).
+   tagged the fingerprint this run planned, smoke-test the image (`smoke_test_and_record`: a failed
+   image is removed, it would never be published; a pass is recorded in the build's manifest entry and
+   on the image as a tag), publish (`publish` with the build's result as its source; it copies, makes
+   public, announces in SSM and prunes when the recipe asks). Stages hand each other objects; the
+   manifest is their record, never read back in between.
 
 One recipe's failure does not stop the others; the summary table has one line per recipe and the
 run fails (non-zero exit) when any recipe failed. Ctrl-C / SIGTERM stop every build, each undoing
@@ -46,24 +47,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import manifest
+# The three stages, through their public entry points; the rest is read-only lookup of what is published.
+from .aws.build import BuildOptions, build_recipe, plan_content, run_concurrently, secret_scan_result, utcnow
+from .aws.publish import build_from_image, publish, source_from_build, source_from_image
+from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, smoke_test_and_record
+
 from .aws import images
-from .aws.base_image import BaseImage, find_base_image
-from .aws.build import BuildOptions, build_recipe, run_concurrently, secret_scan_result, utcnow
+from .aws.base_image import BaseImage
 from .aws.catalog import SOURCE_AMI_TAG, newest_first
 from .aws.preflight import identity_and_region
-from .aws.publish import publish_ami
 from .aws.session import Aws
-from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, record_result, smoke_test
-from .aws.tags import (BASE_AMI_TAG, BUILD_ID_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc,
-                       tag_dict)
+from .aws.tags import BUILD_ID_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc, tag_dict
 from .aws.waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY
-from .log import prefixed, progress
 from .errors import NightlyError, RecipeError, SeedError
-from .fingerprint import fingerprint
+from .log import prefixed, progress
 from .pipeline import sigterm_as_interrupt
 from .recipe import Recipe, load_recipes
-from .render import render
+
+__all__ = ["BUILT", "RESUMED", "UP_TO_DATE", "NightlyOptions", "RecipeRun", "build_from_image", "failure_summary",
+           "format_table", "is_published", "is_resumable", "nightly", "select_recipes"]
 
 UP_TO_DATE = "up to date"
 BUILT = "built+published"
@@ -154,28 +156,6 @@ def is_resumable(image: dict, recipe: Recipe, fp: str, region: str, now: dt.date
             and not images.encrypted(image))
 
 
-def build_from_image(region: str, image: dict) -> dict:
-    """The manifest entry of a built, smoke-tested image, recreated from its tags (in CI the manifest the
-    build wrote did not outlive the run): what `publish_ami`'s gate and record need."""
-    tags = tag_dict(image.get("Tags"))
-    created = parse_utc(image.get("CreationDate") or "")
-    return manifest.new_build(
-        recipe=tags[RECIPE_TAG], build_id=tags[BUILD_ID_TAG], region_amis={region: image["ImageId"]},
-        build_time=int(created.timestamp()) if created else None,
-        custom_data={
-            "recipe": tags[RECIPE_TAG],
-            "fingerprint": tags[FINGERPRINT_TAG],
-            "base_ami": tags.get(BASE_AMI_TAG, ""),
-            "build_id": tags[BUILD_ID_TAG],
-            "ami_name": image.get("Name", ""),
-            "secret_scan": secret_scan_result(tags),
-            "smoke_test": tags.get(SMOKE_TEST_TAG, "not-run"),
-            "encrypted": "true" if images.encrypted(image) else "false",
-            "resumed": "true",
-        },
-    )
-
-
 def published_by_region(aws: Aws, runs: list[RecipeRun], build_region: str) -> dict[str, list[dict]]:
     """Our images carrying any of the planned fingerprints, in every target region and the build region:
     one DescribeImages per region, in parallel."""
@@ -222,8 +202,7 @@ class Nightly:
     def plan(self, run: RecipeRun) -> None:
         with prefixed(f"[{run.name}] "):
             try:
-                run.base = find_base_image(self.aws.ec2(self.opts.region), run.recipe)
-                run.fingerprint = fingerprint(render(run.recipe), run.base.image_id)  # as Build.find_base does
+                run.base, run.fingerprint = plan_content(self.aws.ec2(self.opts.region), run.recipe)  # as the build will
                 self.report(f"base image {run.base.image_id} ({run.base.name}); fingerprint {run.fingerprint[:19]}…")
             except Exception as exc:  # noqa: BLE001 - this recipe fails, the others go on
                 self.report(f"FAILED to plan: {run.fail(exc)}")
@@ -243,58 +222,38 @@ class Nightly:
                 run.finish()
 
     def _rebuild(self, run: RecipeRun, sleep: Callable[[float], None]) -> None:
+        """Build from the planned base image, smoke-test, publish: each stage hands the next its result."""
         o = self.opts
         build_opts = BuildOptions(region=o.region, base_ami=run.base.image_id, poll_interval=o.poll_interval,
                                   timeout=o.build_timeout, console_every=o.console_every, report_every=o.report_every,
                                   manifest_dir=o.manifest_dir, now=o.now, sleep=o.sleep)
         built = build_recipe(self.aws, run.recipe, build_opts, report=self.report, sleep=sleep)
         run.amis = {built.region: built.image_id}
-        tagged = built.build["custom_data"]["fingerprint"]
-        if tagged != run.fingerprint:  # else every later nightly would rebuild it again
-            raise SeedError(f"the build tagged {built.image_id} with fingerprint {tagged}, this run planned "
+        if built.fingerprint != run.fingerprint:  # else every later nightly would rebuild it again
+            raise SeedError(f"the build tagged {built.image_id} with fingerprint {built.fingerprint}, this run planned "
                             f"{run.fingerprint}: the two computations disagree")
-        record = (built.manifest_path, built.build_id)
         try:
-            smoke_test(self.aws, o.region, built.image_id, report=self.report, poll_interval=o.poll_interval,
-                       timeout=o.smoke_timeout, report_every=o.report_every, sleep=sleep, now=o.now)
+            smoke_test_and_record(self.aws, o.region, built.image_id, build=built.build,
+                                  manifest_path=built.manifest_path, discard_failed=True, report=self.report,
+                                  poll_interval=o.poll_interval, timeout=o.smoke_timeout, report_every=o.report_every,
+                                  sleep=sleep, now=o.now)
         except BaseException:
-            manifest.set_result(*record, "smoke_test", "failed")
-            self._discard(built.image_id)
             run.amis = {}
             raise
-        manifest.set_result(*record, "smoke_test", "passed")
-        self._tag_smoke_passed(built.image_id)
-        self._publish(run, built.manifest_path)
-
-    def _tag_smoke_passed(self, image_id: str) -> None:
-        """The tag lets a later nightly resume this image's publish; without it, that nightly rebuilds."""
-        try:
-            record_result(self.aws.ec2(self.opts.region), image_id, "passed")
-        except Exception as exc:  # noqa: BLE001 - publishing is what matters now
-            self.report(f"tagging {image_id} {SMOKE_TEST_TAG}=passed failed ({exc}); publishing anyway")
+        self._publish(run, source_from_build(self.aws, built))
 
     def _resume(self, run: RecipeRun) -> None:
         """Finish publishing an image an earlier run built and smoke-tested: no instance, no rebuild."""
         image, region = run.resume, self.opts.region
-        build = build_from_image(region, image)
-        self.report(f"resuming: {region}:{image['ImageId']} (build {build['packer_run_uuid']}) has fingerprint "
-                    f"{run.fingerprint[:19]}… and passed its smoke test; publishing it instead of rebuilding")
+        self.report(f"resuming: {region}:{image['ImageId']} (build {tag_dict(image.get('Tags')).get(BUILD_ID_TAG)}) "
+                    f"has fingerprint {run.fingerprint[:19]}… and passed its smoke test; publishing it instead of "
+                    "rebuilding")
         run.amis = {region: image["ImageId"]}
-        path = manifest.append_build(manifest.path_for(run.name, self.opts.manifest_dir), build)
-        self._publish(run, path)
+        self._publish(run, source_from_image(self.aws, run.recipe, region, image, self.opts.manifest_dir))
 
-    def _publish(self, run: RecipeRun, manifest_path: Path) -> None:
-        outcomes = publish_ami(self.aws, manifest=manifest_path, poll_interval=self.opts.poll_interval,
-                               show=self.report)
+    def _publish(self, run: RecipeRun, source) -> None:
+        outcomes = publish(self.aws, source, poll_interval=self.opts.poll_interval, show=self.report)
         run.amis = {outcome.region: outcome.image_id for outcome in outcomes}
-
-    def _discard(self, image_id: str) -> None:
-        """An image that failed its smoke test would never be published: remove it (and its snapshots)."""
-        try:
-            removed = images.delete_image(self.aws.ec2(self.opts.region), image_id)
-            self.report(f"smoke test failed: removed {', '.join(removed)}")
-        except Exception as exc:  # noqa: BLE001 - the smoke failure is what the table must say
-            self.report(f"smoke test failed; removing {image_id} failed too ({exc}): `invoke prune` removes it later")
 
     def run(self, recipes: list[Recipe]) -> list[RecipeRun]:
         identity_and_region(self.aws, self.opts.region)  # credentials and region: one clear line

@@ -57,13 +57,18 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
+    """What a build hands the next stage (smoke test, publish): the image, its recipe and its record."""
+
     recipe: str
     build_id: str
     region: str
     image_id: str
     manifest_path: Path
-    build: dict
+    build: dict  # the manifest entry (also written to manifest_path)
     seconds: float
+    spec: Recipe | None = None  # the Recipe itself (`recipe` is its name)
+
+    fingerprint = property(lambda self: self.build["custom_data"]["fingerprint"])
 
 
 def secret_scan_result(tags: dict[str, str]) -> str:
@@ -71,6 +76,14 @@ def secret_scan_result(tags: dict[str, str]) -> str:
     `SUCCESS … scan=clean` (wait_bake returns on nothing else), so a finished image of ours (build id,
     no expiry) passed it."""
     return "passed" if tags.get(BUILD_ID_TAG) and EXPIRES_TAG not in tags else "not-run"
+
+
+def plan_content(ec2, recipe: Recipe, base_ami: str | None = None,
+                 tree: RenderedTree | None = None) -> tuple[BaseImage, str]:
+    """The base image a build starts from (`base_ami`, else the newest matching one) and the content
+    fingerprint it will tag: read-only, so nightly asks the same question before deciding to build."""
+    base = describe_base_image(ec2, base_ami, recipe) if base_ami else find_base_image(ec2, recipe)
+    return base, fingerprint(tree or render(recipe), base.image_id)
 
 
 def new_build_id(now: dt.datetime) -> str:
@@ -163,11 +176,7 @@ class Build:
             self.report(f"--force: removed {', '.join(removed) or image['ImageId']} (AMI named {self.ami_name!r})")
 
     def find_base(self):
-        if self.opts.base_ami:
-            self.base = describe_base_image(self.ec2, self.opts.base_ami, self.recipe)
-        else:
-            self.base = find_base_image(self.ec2, self.recipe)
-        self.fingerprint = fingerprint(self.tree, self.base.image_id)
+        self.base, self.fingerprint = plan_content(self.ec2, self.recipe, self.opts.base_ami, self.tree)
         self.report(f"base image {self.base.image_id} ({self.base.name}, {self.base.creation_date}); "
                     f"fingerprint {self.fingerprint[:19]}…; build id {self.build_id}")
 
@@ -234,7 +243,7 @@ class Build:
         seconds = self.opts.clock() - start
         self.report(f"done in {fmt_seconds(seconds)}: {self.opts.region}:{self.image_id}; manifest {self.manifest_path}")
         return BuildResult(self.recipe.name, self.build_id, self.opts.region, self.image_id, self.manifest_path,
-                           self.build, seconds)
+                           self.build, seconds, self.recipe)
 
 
 def build_recipe(aws: Aws, recipe: Recipe, opts: BuildOptions, report: Callable[[str], None] | None = None,

@@ -34,10 +34,12 @@ from . import images
 from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags
 from .publish_steps import Outcome, Region, RegionStep, client_token, describe_error, region_steps
 from .session import Aws
-from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG, parse_utc, tag_dict
+from .build import BuildResult, secret_scan_result
+from .tags import BASE_AMI_TAG, BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc, tag_dict
 from .waiters import describe_image
 
-__all__ = ["Outcome", "PublishError", "Publisher", "Source", "client_token", "publish", "publish_ami"]
+__all__ = ["Outcome", "PublishError", "Publisher", "Source", "client_token", "publish", "publish_ami",
+           "source_from_build", "source_from_image"]
 
 POLL_INTERVAL = 5.0      # seconds between polls of a copy's state and of block public access
 COPY_TIMEOUT = 3600.0    # a large cross-region copy can take the better part of an hour
@@ -101,16 +103,20 @@ def _split_ref(ref: str) -> tuple[str, str]:
     return pairs[0]
 
 
-def _source(aws: Aws, region: str, image_id: str, build: dict, path: Path | None) -> Source:
+def _source(aws: Aws, region: str, image_id: str, build: dict, path: Path | None,
+            recipe: Recipe | None = None) -> Source:
     aws.caller_identity(region)  # no credentials: one clear line, before anything else
     with aws_errors(f"reading {region}:{image_id}", PublishError):
         image = describe_image(aws.ec2(region), image_id)
     if image is None:
         raise PublishError(f"{region}:{image_id}: no such image (deregistered, or another account/region?)")
-    name = (build.get("custom_data") or {}).get("recipe") or build.get("name") or tag_dict(image.get("Tags")).get(RECIPE_TAG)
-    if not name:
-        raise PublishError(f"{region}:{image_id}: no recipe recorded (manifest custom_data.recipe or tag {RECIPE_TAG})")
-    return Source(load_recipe(name), region, image, build, path)
+    if recipe is None:
+        name = ((build.get("custom_data") or {}).get("recipe") or build.get("name")
+                or tag_dict(image.get("Tags")).get(RECIPE_TAG))
+        if not name:
+            raise PublishError(f"{region}:{image_id}: no recipe recorded (manifest custom_data.recipe or tag {RECIPE_TAG})")
+        recipe = load_recipe(name)
+    return Source(recipe, region, image, build, path)
 
 
 def source_from_manifest(aws: Aws, path: Path) -> Source:
@@ -125,6 +131,40 @@ def source_from_ami(aws: Aws, image_id: str, region: str, manifest_dir: Path | N
     found = manifest_mod.find_by_ami(region, image_id, manifest_dir)
     path, build = found if found else (None, {})
     return _source(aws, region, image_id, build, path)
+
+
+def source_from_build(aws: Aws, built: BuildResult) -> Source:
+    """A build this process just made (and smoke-tested): its recipe and manifest entry as objects."""
+    return _source(aws, built.region, built.image_id, built.build, built.manifest_path, built.spec)
+
+
+def source_from_image(aws: Aws, recipe: Recipe, region: str, image: dict, manifest_dir: Path | None = None) -> Source:
+    """A finished, smoke-tested image found by its tags (nightly's resume): its manifest entry is
+    recreated from the tags, and recorded in the recipe's manifest when publishing ends."""
+    return _source(aws, region, image["ImageId"], build_from_image(region, image),
+                   manifest_mod.path_for(recipe.name, manifest_dir), recipe)
+
+
+def build_from_image(region: str, image: dict) -> dict:
+    """The manifest entry of a built, smoke-tested image, recreated from its tags (in CI the manifest the
+    build wrote did not outlive the run): what the gate and the record need."""
+    tags = tag_dict(image.get("Tags"))
+    created = parse_utc(image.get("CreationDate") or "")
+    return manifest_mod.new_build(
+        recipe=tags[RECIPE_TAG], build_id=tags[BUILD_ID_TAG], region_amis={region: image["ImageId"]},
+        build_time=int(created.timestamp()) if created else None,
+        custom_data={
+            "recipe": tags[RECIPE_TAG],
+            "fingerprint": tags[FINGERPRINT_TAG],
+            "base_ami": tags.get(BASE_AMI_TAG, ""),
+            "build_id": tags[BUILD_ID_TAG],
+            "ami_name": image.get("Name", ""),
+            "secret_scan": secret_scan_result(tags),
+            "smoke_test": tags.get(SMOKE_TEST_TAG, "not-run"),
+            "encrypted": "true" if images.encrypted(image) else "false",
+            "resumed": "true",
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------- publisher
@@ -286,8 +326,10 @@ class Publisher:
             extra["copy_attempts"] = ",".join(f"{r}={n}" for r, n in sorted(attempts.items()))
         if self.recipe.ssm_parameter():
             extra["ssm_parameter"] = self.recipe.ssm_parameter()
-        manifest_mod.update_build(self.source.manifest_path, self.source.build.get("packer_run_uuid"),
-                                  artifact_id=artifact_id, custom_data=extra)
+        build_id = self.source.build.get("packer_run_uuid")
+        if not manifest_mod.has_build(self.source.manifest_path, build_id):  # recreated from tags (resume)
+            manifest_mod.append_build(self.source.manifest_path, self.source.build)
+        manifest_mod.update_build(self.source.manifest_path, build_id, artifact_id=artifact_id, custom_data=extra)
 
 
 def publish_ami(aws: Aws, *, manifest: Path | None = None, ami: str | None = None, region: str | None = None,

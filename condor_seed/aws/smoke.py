@@ -10,13 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from ..log import progress
+from .. import manifest
 from ..errors import PreflightError
+from ..log import progress
 from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..render import MARKERS
-from . import instances
+from . import images, instances
 from .lifecycle import InstanceLifecycle, LaunchSpec
 from .build import new_build_id, utcnow
 from .preflight import identity_and_region
@@ -160,3 +162,43 @@ def record_result(ec2, image_id: str, result: str) -> None:
     """Tag the image with its smoke test's result (`passed` | `failed`): unlike a CI run's manifest, the
     tag outlives the run (nightly resumes the publish of a built, smoke-tested image from it)."""
     ec2.create_tags(Resources=[image_id], Tags=tag_list({SMOKE_TEST_TAG: result}))
+
+
+def smoke_test_and_record(aws: Aws, region: str, image_id: str, *, build: dict | None = None,
+                          manifest_path: Path | None = None, discard_failed: bool = False,
+                          report: Callable[[str], None] | None = None, **options) -> SmokeResult:
+    """Smoke-test an image and record the verdict where it is kept: the build's manifest entry (the
+    `build` object, and its file when given) and, for our own images, the image's tag (which outlives
+    a CI run's manifest). `discard_failed`: remove an image that failed (it would never be published)."""
+    report = report or (lambda message: progress(message, prefix=f"[smoke {image_id}] "))
+
+    def record(verdict: str) -> None:
+        if build is not None:
+            build.setdefault("custom_data", {})["smoke_test"] = verdict
+            if manifest_path:
+                manifest.set_result(manifest_path, build.get("packer_run_uuid"), "smoke_test", verdict)
+                report(f"recorded smoke_test={verdict} in {manifest_path}")
+
+    try:
+        result = smoke_test(aws, region, image_id, report=report, **options)
+    except BaseException:
+        record("failed")
+        if discard_failed:
+            _discard(aws.ec2(region), image_id, report)
+        raise
+    record("passed")
+    if result.ours:
+        try:
+            record_result(aws.ec2(region), image_id, "passed")
+            report(f"tagged {image_id} {SMOKE_TEST_TAG}=passed")
+        except Exception as exc:  # noqa: BLE001 - the verdict stands; without the tag a later nightly rebuilds
+            report(f"tagging {image_id} {SMOKE_TEST_TAG}=passed failed ({exc})")
+    return result
+
+
+def _discard(ec2, image_id: str, report: Callable[[str], None]) -> None:
+    try:
+        removed = images.delete_image(ec2, image_id)
+        report(f"smoke test failed: removed {', '.join(removed)}")
+    except Exception as exc:  # noqa: BLE001 - the smoke failure is what must be said
+        report(f"smoke test failed; removing {image_id} failed too ({exc}): `invoke prune` removes it later")
