@@ -10,7 +10,7 @@ from pathlib import Path
 from invoke import task
 
 from condor_seed.cli import one_line_errors
-from condor_seed.log import progress
+from condor_seed.log import reporter
 
 PROJECT = Path(__file__).resolve().parent
 
@@ -183,7 +183,7 @@ def cleanup(c, region=None, older_than="6h", dry_run=False, profile=None):
     aws = Aws(profile=profile)
     region = _aws_region(aws, region)
     found = run_cleanup(aws, region, older_than=parse_duration(older_than), dry_run=dry_run,
-                        report=lambda message: progress(message, prefix="[cleanup] "))
+                        report=reporter("[cleanup] "))
     for item in found:
         print(f"{'would remove' if dry_run else 'removed'}\t{item.kind}\t{item.id}\t{item.build_id}")
 

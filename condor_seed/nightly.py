@@ -255,7 +255,7 @@ class Nightly:
         outcomes = publish(self.aws, source, poll_interval=self.opts.poll_interval, show=self.report)
         run.amis = {outcome.region: outcome.image_id for outcome in outcomes}
 
-    def run(self, recipes: list[Recipe]) -> list[RecipeRun]:
+    def bring_up_to_date(self, recipes: list[Recipe]) -> list[RecipeRun]:
         identity_and_region(self.aws, self.opts.region)  # credentials and region: one clear line
         runs = [RecipeRun(recipe) for recipe in recipes]
         self.aws.ec2(self.opts.region)  # one client for the planning threads to share
@@ -288,7 +288,7 @@ class Nightly:
 
 def nightly(aws: Aws, recipes: list[Recipe], opts: NightlyOptions) -> list[RecipeRun]:
     """Run the nightly for these recipes; returns one RecipeRun each (check `.ok`), raises nothing per recipe."""
-    return Nightly(aws, opts).run(recipes)
+    return Nightly(aws, opts).bring_up_to_date(recipes)
 
 
 # ------------------------------------------------------------------------------ summary

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import manifest
-from ..log import progress
+from ..log import progress, reporter
 from ..errors import SeedError
 from ..fingerprint import fingerprint
 from ..pipeline import Cancelled, Pipeline, Step, cancellable_sleep, sigterm_as_interrupt
@@ -237,7 +237,8 @@ class Build:
         self.manifest_path = manifest.append_build(manifest.path_for(self.recipe.name, self.opts.manifest_dir),
                                                    self.build)
 
-    def run(self) -> BuildResult:
+    def bake_image(self) -> BuildResult:
+        """Run every step (undoing them on failure); the finished image, tagged and recorded."""
         start = self.opts.clock()
         Pipeline(report=self.report).run(self.steps())
         seconds = self.opts.clock() - start
@@ -248,8 +249,8 @@ class Build:
 
 def build_recipe(aws: Aws, recipe: Recipe, opts: BuildOptions, report: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] | None = None) -> BuildResult:
-    report = report or (lambda message: progress(message, prefix=f"[{recipe.name}] "))
-    return Build(aws, recipe, opts, report, sleep).run()
+    report = report or reporter(f"[{recipe.name}] ")
+    return Build(aws, recipe, opts, report, sleep).bake_image()
 
 
 def build_recipes(aws: Aws, recipes: list[Recipe], opts: BuildOptions) -> list[BuildResult]:

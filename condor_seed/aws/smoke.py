@@ -15,7 +15,7 @@ from typing import Callable
 
 from .. import manifest
 from ..errors import PreflightError
-from ..log import progress
+from ..log import reporter
 from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..render import MARKERS
 from . import images, instances
@@ -137,7 +137,8 @@ class SmokeTest:
             raise SmokeFailed(f"{exc}; console tail: {instances.console_tail(self.console)}") from None
         self.report(f"seed is up: {READY_LINE!r}")
 
-    def run(self) -> SmokeResult:
+    def boot_and_check(self) -> SmokeResult:
+        """Boot the image as a user would and require the seed's markers; remove the instance on every path."""
         start = self.clock()
         with sigterm_as_interrupt():
             Pipeline(report=self.report).run([
@@ -154,8 +155,8 @@ class SmokeTest:
 
 def smoke_test(aws: Aws, region: str, image_id: str, report: Callable[[str], None] | None = None,
                **options) -> SmokeResult:
-    report = report or (lambda message: progress(message, prefix=f"[smoke {image_id}] "))
-    return SmokeTest(aws, region, image_id, report, **options).run()
+    report = report or reporter(f"[smoke {image_id}] ")
+    return SmokeTest(aws, region, image_id, report, **options).boot_and_check()
 
 
 def record_result(ec2, image_id: str, result: str) -> None:
@@ -170,7 +171,7 @@ def smoke_test_and_record(aws: Aws, region: str, image_id: str, *, build: dict |
     """Smoke-test an image and record the verdict where it is kept: the build's manifest entry (the
     `build` object, and its file when given) and, for our own images, the image's tag (which outlives
     a CI run's manifest). `discard_failed`: remove an image that failed (it would never be published)."""
-    report = report or (lambda message: progress(message, prefix=f"[smoke {image_id}] "))
+    report = report or reporter(f"[smoke {image_id}] ")
 
     def record(verdict: str) -> None:
         if build is not None:
