@@ -32,7 +32,7 @@ from ..pipeline import Pipeline, Step
 from ..recipe import Recipe, load_recipe
 from . import images
 from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags
-from .publish_steps import Outcome, Region, RegionStep, client_token, describe_error, region_steps
+from .publish_steps import Outcome, Region, client_token, describe_error, region_steps
 from .session import Aws
 from .build import BuildResult, secret_scan_result
 from .tags import BASE_AMI_TAG, BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc, tag_dict
@@ -45,11 +45,6 @@ POLL_INTERVAL = 5.0      # seconds between polls of a copy's state and of block 
 COPY_TIMEOUT = 3600.0    # a large cross-region copy can take the better part of an hour
 BPA_TIMEOUT = 900.0      # AWS: turning off image block public access can take up to 10 minutes
 BPA_CONSOLE = "EC2 > Dashboard > Account attributes > Data protection and security > Block public access for AMIs"
-
-
-def _apply_if_needed(step: RegionStep, region: Region) -> None:
-    if step.needed(region):
-        step.apply(region)
 
 
 def bpa_fix(region: str) -> str:
@@ -276,7 +271,7 @@ class Publisher:
             if region.image is not None and name != self.source.region:
                 region.say(f"found copy {region.image['ImageId']} ({region.image.get('State')}) from an earlier run")
             Pipeline(report=region.say).run([
-                Step(step.name, functools.partial(_apply_if_needed, step, region),
+                Step(step.name, functools.partial(step.apply_if_needed, region),
                      functools.partial(step.undo, region) if step.undo else None)
                 for step in region_steps()])
             region.outcome.ok = True
@@ -294,7 +289,7 @@ class Publisher:
             obtain, *finish = region_steps()
             needed = [step for step in finish if step.needed(region)]
             lines.append(f"{name}: {obtain.describe(region)}")
-            lines.append(f"{name}:   then " + ", ".join(step.describe(region) for step in needed))
+            lines.append(f"{name}:   then " + (", ".join(step.describe(region) for step in needed) or "nothing (done)"))
             lines += [f"{name}:   {line}" for step in needed for line in step.details(region)]
         return lines
 

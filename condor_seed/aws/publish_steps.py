@@ -64,10 +64,10 @@ class Region:
     publisher: "Publisher"
     name: str
     image: dict | None  # the region's image: the source, a copy found from an earlier run, or None yet
-    outcome: Outcome = None  # type: ignore[assignment]
+    outcome: Outcome = field(init=False)
 
     def __post_init__(self):
-        self.outcome = self.outcome or Outcome(self.name, image_id=self.image["ImageId"] if self.image else None)
+        self.outcome = Outcome(self.name, image_id=self.image["ImageId"] if self.image else None)
 
     source = property(lambda self: self.publisher.source)
     recipe = property(lambda self: self.publisher.source.recipe)
@@ -91,6 +91,11 @@ class RegionStep:
     apply: Callable[[Region], None]
     undo: Callable[[Region], None] | None = None
     details: Callable[[Region], list[str]] = lambda region: []  # extra plan lines (prune's decisions)
+
+    def apply_if_needed(self, region: Region) -> None:
+        """What `Pipeline` runs: `needed` is asked only now, after the steps before it changed the image."""
+        if self.needed(region):
+            self.apply(region)
 
 
 # ----------------------------------------------------------------------------- the copy
