@@ -95,7 +95,8 @@ def one_build(endpoint: str, scale: float, recipe_name: str, out_dir: Path) -> d
     import pytest
     import requests
 
-    from condor_seed.emulator.aws import EmulatorGaps, GuestSimulator, ImageDelays, Recorder, add_rhel_images, patch_console_output
+    from condor_seed.emulator.aws import (EmulatorGaps, GuestSimulator, ImageDelays, Recorder, add_rhel_images,
+                                          patch_console_output)
     from condor_seed.aws.build import BuildOptions, build_recipe
     from condor_seed.aws.session import Aws
     from condor_seed.recipe import load_recipe

@@ -24,8 +24,9 @@ For every EC2 recipe, concurrently:
    - the original, not a copy (no `condor-seed:source-ami` naming another image), not encrypted, not
      deprecated yet.
    `publish.source_from_image` recreates its manifest entry from its tags and `publish` finishes what
-   is missing (it reuses the copies it finds; the entry is recorded when it ends). No instance is launched; the action reads
-   "published (resumed)". An image without the smoke-test tag is not trusted: the recipe is rebuilt.
+   is missing (it reuses the copies it finds; the entry is recorded when it ends). No instance is
+   launched; the action reads "published (resumed)". An image without the smoke-test tag is not
+   trusted: the recipe is rebuilt.
 4. otherwise (or with `--force`): build (`build_recipe` from that same base image), check the build
    tagged the fingerprint this run planned, smoke-test the image (`smoke_test_and_record`: a failed
    image is removed, it would never be published; a pass is recorded in the build's manifest entry and

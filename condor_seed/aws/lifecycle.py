@@ -52,8 +52,8 @@ class InstanceLifecycle:
     group_id: str | None = None
     instance_id: str | None = None
 
-    def steps(self, launch: LaunchSpec | Callable[[], LaunchSpec], wait: Step, *, while_up: list[Step] = (), keep_running: bool = False,
-              launch_name: str = "launch", note: str = "") -> list[Step]:
+    def steps(self, launch: LaunchSpec | Callable[[], LaunchSpec], wait: Step, *, while_up: list[Step] = (),
+              keep_running: bool = False, launch_name: str = "launch", note: str = "") -> list[Step]:
         """security group, launch, `wait`, `while_up` (e.g. create an image), then terminate and delete
         the group, unless `keep_running`. `launch` may be a function, called at launch time (when it
         depends on earlier steps, e.g. the base image). `note` ends the launch's progress line."""

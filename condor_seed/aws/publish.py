@@ -12,7 +12,8 @@ missing):
    list `--dry-run` prints): `ImdsSupport=v2.0`, description, tags on image and snapshots, deprecation
    time, rotation (prune) when the recipe asks, and LAST the launch permission `Group=all`; then the
    SSM parameter. A failure undoes what this run created in that region (deregister + delete snapshots).
-4. The manifest (a record, when the source came with one) lists every region's AMI; the report names the regions that succeeded and failed.
+4. The manifest (a record, when the source came with one) lists every region's AMI; the report names
+   the regions that succeeded and failed.
 """
 from __future__ import annotations
 
