@@ -55,7 +55,7 @@ from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, smoke_test_and_record
 
 from .aws import images
 from .aws.base_image import BaseImage
-from .aws.catalog import SOURCE_AMI_TAG, newest_first
+from .aws.catalog import SOURCE_AMI_TAG, images_with_fingerprints
 from .aws.preflight import identity_and_region
 from .aws.session import Aws
 from .aws.tags import BUILD_ID_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc, tag_dict
@@ -166,8 +166,7 @@ def published_by_region(aws: Aws, runs: list[RecipeRun], build_region: str) -> d
             wanted.setdefault(region, set()).add(run.fingerprint)
 
     def lookup(region: str) -> list[dict]:
-        filters = [{"Name": f"tag:{FINGERPRINT_TAG}", "Values": sorted(wanted[region])}]
-        return newest_first(images.find_images(aws.ec2(region), filters))
+        return images_with_fingerprints(aws.ec2(region), sorted(wanted[region]))
 
     if not wanted:
         return {}

@@ -91,9 +91,13 @@ def set_description(ec2, image_id: str, description: str) -> None:
     ec2.modify_image_attribute(ImageId=image_id, Description={"Value": description})
 
 
+def tag_resources(ec2, resource_ids: list[str], tags: dict[str, str]) -> None:
+    ec2.create_tags(Resources=resource_ids, Tags=tag_list(tags))
+
+
 def tag_image(ec2, image: dict, tags: dict[str, str]) -> None:
     """Tag the image and its snapshots."""
-    ec2.create_tags(Resources=[image["ImageId"], *snapshot_ids(image)], Tags=tag_list(tags))
+    tag_resources(ec2, [image["ImageId"], *snapshot_ids(image)], tags)
 
 
 def deprecate_at(ec2, image_id: str, when) -> None:

@@ -23,8 +23,7 @@ from .lifecycle import InstanceLifecycle, LaunchSpec
 from .build import new_build_id, utcnow
 from .preflight import identity_and_region
 from .session import Aws
-from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, SMOKE_TEST_TAG, tag_dict, tag_list,
-                   utc_iso)
+from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, SMOKE_TEST_TAG, tag_dict, utc_iso)
 from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, WaitTimeout, describe_image, fmt_seconds, state_reason
 
 READY_LINE = f"{MARKERS['ready']} collector negotiator schedd up"
@@ -162,7 +161,7 @@ def smoke_test(aws: Aws, region: str, image_id: str, report: Callable[[str], Non
 def record_result(ec2, image_id: str, result: str) -> None:
     """Tag the image with its smoke test's result (`passed` | `failed`): unlike a CI run's manifest, the
     tag outlives the run (nightly resumes the publish of a built, smoke-tested image from it)."""
-    ec2.create_tags(Resources=[image_id], Tags=tag_list({SMOKE_TEST_TAG: result}))
+    images.tag_resources(ec2, [image_id], {SMOKE_TEST_TAG: result})
 
 
 def smoke_test_and_record(aws: Aws, region: str, image_id: str, *, build: dict | None = None,
