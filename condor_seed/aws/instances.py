@@ -90,6 +90,14 @@ def describe_instance(ec2, instance_id: str) -> dict | None:
     return instances[0] if instances else None
 
 
+def instance_state(ec2, instance_id: str) -> tuple[str, str]:
+    """(state name, AWS's reason for it); a vanished instance reads as terminated."""
+    instance = describe_instance(ec2, instance_id)
+    if instance is None:
+        return "terminated", "instance vanished"
+    return instance["State"]["Name"], state_reason(instance)
+
+
 def find_instances(ec2, build_id: str) -> list[str]:
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=build_filter(build_id) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
@@ -180,10 +188,8 @@ def wait_for_bake(ec2, instance_id: str, *, marker: str, recipe: str, poller: Po
     last_console = {"at": poller.clock(), "text": ""}
 
     def probe():
-        instance = describe_instance(ec2, instance_id)
-        state = instance["State"]["Name"] if instance else "terminated"
+        state, reason = instance_state(ec2, instance_id)
         if state in ("terminated", "shutting-down"):
-            reason = state_reason(instance) if instance else "instance vanished"
             raise GuestFailed(f"builder {instance_id} is {state} before the bake finished: {reason}; console: "
                               f"{console_tail(last_console['text'])}")
         if state == "stopped":

@@ -24,7 +24,7 @@ from .build import new_build_id, utcnow
 from .preflight import identity_and_region
 from .session import Aws
 from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, SMOKE_TEST_TAG, tag_dict, utc_iso)
-from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, WaitTimeout, describe_image, fmt_seconds, state_reason
+from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, WaitTimeout, describe_image, fmt_seconds
 
 READY_LINE = f"{MARKERS['ready']} collector negotiator schedd up"
 DEFAULT_SMOKE_TIMEOUT = 15 * 60.0
@@ -115,10 +115,8 @@ class SmokeTest:
         console = instances.Console(self.ec2, self.instance_id)
 
         def probe():
-            instance = instances.describe_instance(self.ec2, self.instance_id)
-            state = instance["State"]["Name"] if instance else "terminated"
+            state, reason = instances.instance_state(self.ec2, self.instance_id)
             if state not in ("pending", "running"):
-                reason = state_reason(instance) if instance else "instance vanished"
                 raise SmokeFailed(f"smoke-test instance {self.instance_id} is {state}: {reason}; console tail: "
                                   f"{instances.console_tail(self.console)}")
             if state == "pending":
