@@ -115,8 +115,11 @@ def _copy(region: Region) -> str:
             region.ec2, source_region=source.region, source_id=source.image_id, name=source.image["Name"],
             description=region.recipe.ami_description(), client_token=client_token(source.ref, region.name, attempt),
             tags=region.publisher.tags())
+        # A token whose earlier copy was undone hands back that deregistered image: copy afresh. A
+        # `failed` answer may be this very copy failing fast: the wait reports it and the undo removes it
+        # (the next run then uses a fresh token), so no copy is left behind unseen.
         earlier = describe_image(region.ec2, image_id)
-        if earlier is None or earlier.get("State") not in ("deregistered", "failed"):
+        if earlier is None or earlier.get("State") != "deregistered":
             return image_id
         region.say(f"copy token already used by removed {image_id}; copying afresh")
     raise PublishError(f"copy_image keeps returning removed images in {region.name}")
