@@ -25,6 +25,7 @@ DEFAULTS_NAME = "defaults"
 ARCHITECTURES = ("x86_64", "arm64")
 REGION_RE = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
 VERSION_RE = r"^\d+\.\d+(\.\d+)?$"
+FINGERPRINT_RE = r"^[0-9A-F]{40}$"  # an OpenPGP v4 fingerprint as gpg prints it
 
 _str = {"type": "string", "minLength": 1}
 _obj = lambda props, required=(): {  # noqa: E731 - tiny schema helper
@@ -74,6 +75,15 @@ SCHEMA: dict[str, Any] = _obj(
             ["password_file", "signing_key_file"],
         ),
         "ami": _obj({"name": _str, "description": _str}, ["name", "description"]),
+        # Third-party repository keys the bake imports only when their fingerprint is listed here.
+        "signing_keys": _obj(
+            {
+                "epel": {"type": "object", "additionalProperties": {"type": "string", "pattern": FINGERPRINT_RE}},
+                "htcondor": {"type": "object", "additionalProperties": {
+                    "type": "array", "items": {"type": "string", "pattern": FINGERPRINT_RE}, "uniqueItems": True}},
+            },
+            ["epel", "htcondor"],
+        ),
         "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}},
         "regions": {"type": "array", "items": {"type": "string", "pattern": REGION_RE}, "uniqueItems": True},
         "publish": _obj(
@@ -101,7 +111,8 @@ SCHEMA["allOf"] = [
                 "base_image": {"required": ["owner", "name_pattern"]},
                 "regions": {"minItems": 1},
                 "os": {"properties": {"family": {"const": "rhel"}}},
-            }
+            },
+            "required": ["signing_keys"],
         },
     },
     {
