@@ -250,6 +250,28 @@ def list_seeds(c, recipe, regions=None, profile=None):
     print(format_table(inventory(Aws(profile=profile), loaded, regions=wanted), wanted))
 
 
+# ---- freshness
+@task(help={
+    "recipe": "the recipe whose builds to compare",
+    "build": "compare this build id with the one recorded before it (default: the newest build with an SBOM)",
+    "out": "output folder holding manifests/ and sbom/ (default out/)",
+    "short": "one line, as in the nightly table (e.g. `condor 24.0.12→24.0.13, 14 pkgs`)",
+})
+@one_line_errors
+def changes(c, recipe, build=None, out=None, short=False):
+    """What changed between a recipe's newest build and the one before: packages, HTCondor, base image."""
+    from condor_seed.changes import recipe_changes
+    from condor_seed.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    old, new, found = recipe_changes(loaded.name, Path(out) / "manifests" if out else None, build)
+    if short:
+        print(found.short())
+        return
+    print(f"{loaded.name}: {old['packer_run_uuid']} → {new['packer_run_uuid']}")
+    print("\n".join(found.lines()))
+
+
 # ---- nightly
 @task(help={
     "recipe": "`all` (every EC2 recipe; local ones are skipped, the default) or comma-separated recipe names",

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import manifest
+from .. import manifest, sbom
 from ..log import progress
 from ..errors import RecipeError, SeedError
 from ..fingerprint import fingerprint
+from ..packages import read_report
 from ..paths import PROJECT_DIR
 from ..recipe import Recipe
 from ..render import BAKE_SCRIPT, MARKERS, render
@@ -57,6 +58,7 @@ class LocalBuild:
     manifest_path: Path
     fingerprint: str
     htcondor_version: str
+    sbom: sbom.Sbom
     timings: dict[str, float]
 
 
@@ -139,6 +141,7 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         t = time.monotonic()
         version = _bake(root, tree.bake_script.content, work / "bake.log")
         timings["bake"] = time.monotonic() - t
+        packages = read_report((work / "bake.log").read_text(), MARKERS["bake"])
         t = time.monotonic()
         findings = scan_tree(root)
         timings["secret scan"] = time.monotonic() - t
@@ -149,6 +152,13 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         image = rootfs.pack(root, out_dir / "images" / f"{build_id}.tar.zst")
         timings["pack"] = time.monotonic() - t
         image_bytes = image.stat().st_size
+        t = time.monotonic()
+        image_sbom = sbom.write(packages, out_dir, image_name=recipe.name, build_id=build_id,
+                                distro=f"{recipe.os_family}-{recipe.os_version}",
+                                built_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
+                                properties={"recipe": recipe.name, "htcondor_version": version})
+        timings["sbom"] = time.monotonic() - t
+        progress(f"SBOM: {image_sbom.components} packages in {image_sbom.path}")
         base_id = f"debian:{suite}:{rootfs.base_digest(base)[:16]}"
         digest = fingerprint(tree, base_id, version)
         build = manifest.new_build(
@@ -157,10 +167,12 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
                 "build_id": build_id, "secret_scan": "passed", "smoke_test": "not-run",
                 "image_sha256": rootfs.sha256_file(image), "image_bytes": image_bytes,
                 "tree_bytes": rootfs.tree_size(root), "encrypted": "false",
+                "sbom": str(image_sbom.path), "sbom_sha256": image_sbom.sha256,
+                "packages_sha256": packages.digest, "package_count": len(packages.packages),
             })
         build.update(builder_type=LOCAL_BUILDER, artifact_id=f"local:{image}",
                      files=[{"name": str(image), "size": image_bytes}])
         manifest_path = manifest.append_build(manifest.path_for(recipe.name, out_dir / "manifests"), build)
         timings["total"] = time.monotonic() - start
         progress(f"built {image} ({image_bytes / 1e6:.1f} MB, HTCondor {version}) in {timings['total']:.1f} s")
-        return LocalBuild(recipe.name, build_id, image, manifest_path, digest, version, timings)
+        return LocalBuild(recipe.name, build_id, image, manifest_path, digest, version, image_sbom, timings)
