@@ -131,3 +131,49 @@ def report_lines(packages: PackageList, marker: str) -> list[str]:
              f"sha256={hashlib.sha256(text).hexdigest()}"]
             + [f"{marker} packages {n:04d} {chunk}" for n, chunk in enumerate(chunks)]
             + [f"{marker} packages-end lines={len(chunks)}"])
+
+
+# ---------------------------------------------------------------- version order
+_SEGMENT = re.compile(r"(\d+|[A-Za-z]+|~|\^)")
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0, 1 in the spirit of rpmvercmp / dpkg: digits numerically, letters lexically, `~` before all."""
+    if a == b:
+        return 0
+    left, right = _SEGMENT.findall(a), _SEGMENT.findall(b)
+    for x, y in zip(left, right):
+        if x == y:
+            continue
+        if x == "~" or y == "~":
+            return -1 if x == "~" else 1
+        if x.isdigit() and y.isdigit():
+            return (int(x) > int(y)) - (int(x) < int(y))
+        if x.isdigit() != y.isdigit():
+            return 1 if x.isdigit() else -1  # a number is newer than letters
+        return (x > y) - (x < y)
+    if len(left) == len(right):
+        return (a > b) - (a < b)  # only separators differ
+    longer_is_left = len(left) > len(right)
+    extra = (left if longer_is_left else right)[min(len(left), len(right))]
+    newer = extra != "~"
+    return (1 if newer else -1) * (1 if longer_is_left else -1)
+
+
+def _split_epoch(evr: str) -> tuple[int, str]:
+    epoch, _, rest = evr.rpartition(":") if re.match(r"^\d+:", evr) else ("0", "", evr)
+    return int(epoch or 0), rest
+
+
+def _split_release(version: str) -> tuple[str, str]:
+    head, _, release = version.rpartition("-")
+    return (head, release) if head else (version, "")
+
+
+def compare_evr(a: str, b: str) -> int:
+    """[epoch:]version[-release]: epoch first, then the version, then the release (as rpm and dpkg do)."""
+    (ea, ra), (eb, rb) = _split_epoch(a), _split_epoch(b)
+    if ea != eb:
+        return (ea > eb) - (ea < eb)
+    (va, rel_a), (vb, rel_b) = _split_release(ra), _split_release(rb)
+    return compare_versions(va, vb) or compare_versions(rel_a, rel_b)

@@ -11,7 +11,8 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from condor_seed import manifest, sbom
-from condor_seed.changes import compare_evr, diff
+from condor_seed.changes import diff
+from condor_seed.packages import compare_evr
 from condor_seed.packages import Package, PackageList, parse_list
 from condor_seed.paths import PROJECT_DIR
 

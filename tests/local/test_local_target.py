@@ -57,6 +57,28 @@ def test_build_writes_image_and_manifest(local_out):
     _nothing_left(local_out)
 
 
+def test_build_writes_a_validated_sbom_of_what_dpkg_installed(local_out):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    data = _manifest(local_out)["custom_data"]
+    sbom_path = Path(data["sbom"])
+    assert sbom_path.parent == local_out / "sbom" and sha256_file(sbom_path) == data["sbom_sha256"]
+    text = sbom_path.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    purls = [c["purl"] for c in json.loads(text)["components"]]
+    # the image's own dpkg database, read from the packed image, is the reference
+    image = Path(_manifest(local_out)["artifact_id"].removeprefix("local:"))
+    status = subprocess.run(["tar", "--zstd", "-xOf", str(image), "./var/lib/dpkg/status"], capture_output=True,
+                            text=True, check=True).stdout
+    installed = [s for s in status.split("\n\n") if "Status: install ok installed" in s]
+    assert len(purls) == len(installed) == int(data["package_count"]) > 100
+    version = next(line.split(": ", 1)[1] for s in installed if "Package: htcondor\n" in s + "\n"
+                   for line in s.splitlines() if line.startswith("Version: "))
+    assert any(p.startswith("pkg:deb/debian/htcondor@") and "arch=amd64" in p and "distro=debian-13" in p
+               for p in purls), version
+
+
 def test_smoke_test_runs_a_real_pool(local_out, invoke):
     proc = invoke("smoke-test", "--target", "local", "--out", str(local_out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
