@@ -86,6 +86,8 @@ SCHEMA: dict[str, Any] = _obj(
         ),
         "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}},
         "regions": {"type": "array", "items": {"type": "string", "pattern": REGION_RE}, "uniqueItems": True},
+        # A published seed older than this is rebuilt (kept only if its packages changed).
+        "max_age_days": {"type": "integer", "minimum": 1, "maximum": 365},
         "publish": _obj(
             {
                 "public": {"type": "boolean"},
@@ -191,6 +193,9 @@ class Recipe:
     deprecate_after_days = _at("publish.deprecate_after_days", None)
     keep = _at("publish.keep")
     prune_on_publish = property(lambda self: bool(self.data["publish"].get("prune")))
+    htcondor_channel = _at("htcondor.channel")  # the repository series, e.g. "24.0", or "debian"
+    htcondor_repo_base = _at("htcondor.repo_base")
+    max_age_days = _at("max_age_days", 7)  # days before a published seed is rebuilt to check for errata
 
     @cached_property
     def htcondor_version(self) -> tuple[int, int]:
