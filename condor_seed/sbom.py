@@ -105,3 +105,14 @@ def read_versions(path: Path) -> dict[tuple[str, str], str]:
         epoch = qualifiers.get("epoch")
         versions[(url.name, qualifiers.get("arch", ""))] = f"{epoch}:{url.version}" if epoch else url.version
     return versions
+
+
+def record(packages: PackageList, out_dir: Path, *, recipe_name: str, distro: str, build_id: str,
+           htcondor_version: str, built_at: dt.datetime) -> tuple[Sbom, dict[str, str]]:
+    """Write a build's SBOM; return it and what the build's manifest entry records about it."""
+    written = write(packages, out_dir, image_name=recipe_name, build_id=build_id, distro=distro,
+                    built_at=built_at.replace(microsecond=0),
+                    properties={"recipe": recipe_name, "htcondor_version": htcondor_version})
+    return written, {"sbom": str(written.path), "sbom_sha256": written.sha256, "packages_sha256": packages.digest,
+                     "package_count": str(len(packages.packages)), "condor_package": packages.version_of("condor")
+                     or packages.version_of("htcondor") or ""}

@@ -153,10 +153,9 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         timings["pack"] = time.monotonic() - t
         image_bytes = image.stat().st_size
         t = time.monotonic()
-        image_sbom = sbom.write(packages, out_dir, image_name=recipe.name, build_id=build_id,
-                                distro=f"{recipe.os_family}-{recipe.os_version}",
-                                built_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
-                                properties={"recipe": recipe.name, "htcondor_version": version})
+        image_sbom, sbom_data = sbom.record(packages, out_dir, recipe_name=recipe.name, build_id=build_id,
+                                            distro=f"{recipe.os_family}-{recipe.os_version}",
+                                            htcondor_version=version, built_at=dt.datetime.now(dt.timezone.utc))
         timings["sbom"] = time.monotonic() - t
         progress(f"SBOM: {image_sbom.components} packages in {image_sbom.path}")
         base_id = f"debian:{suite}:{rootfs.base_digest(base)[:16]}"
@@ -166,9 +165,7 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
                 "recipe": recipe.name, "fingerprint": digest, "base_image": base_id, "htcondor_version": version,
                 "build_id": build_id, "secret_scan": "passed", "smoke_test": "not-run",
                 "image_sha256": rootfs.sha256_file(image), "image_bytes": image_bytes,
-                "tree_bytes": rootfs.tree_size(root), "encrypted": "false",
-                "sbom": str(image_sbom.path), "sbom_sha256": image_sbom.sha256,
-                "packages_sha256": packages.digest, "package_count": len(packages.packages),
+                "tree_bytes": rootfs.tree_size(root), "encrypted": "false", **sbom_data,
             })
         build.update(builder_type=LOCAL_BUILDER, artifact_id=f"local:{image}",
                      files=[{"name": str(image), "size": image_bytes}])
