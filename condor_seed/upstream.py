@@ -73,8 +73,8 @@ def repo_for(recipe: Recipe, mirror: str | None = None) -> RepoKey | None:
     """The RPM repository a recipe installs HTCondor from; None for a recipe that uses its distribution's."""
     if recipe.os_family != "rhel":
         return None
-    base = mirror or os.environ.get(MIRROR_ENV) or recipe.data["htcondor"]["repo_base"]
-    return RepoKey(base, recipe.data["htcondor"]["channel"], recipe.os_version, RPM_ARCH[recipe.architecture])
+    base = mirror or os.environ.get(MIRROR_ENV) or recipe.htcondor_repo_base
+    return RepoKey(base, recipe.htcondor_channel, recipe.os_version, RPM_ARCH[recipe.architecture])
 
 
 Fetch = Callable[[str, int], bytes]
