@@ -13,11 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from .aws.tags import HTCONDOR_TAG, PACKAGES_TAG
 from .upstream import UpstreamCheck
 
-HTCONDOR_TAG = "condor-seed:htcondor"  # the condor version-release the image's fingerprint holds
-PACKAGES_TAG = "condor-seed:packages-sha256"  # sha256 of the image's sorted package list
-SBOM_TAG = "condor-seed:sbom-sha256"  # sha256 of the image's CycloneDX SBOM file
 CHECKED_UNCHANGED = "checked: unchanged"
 
 

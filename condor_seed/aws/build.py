@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import manifest
+from .. import manifest, sbom
 from ..log import progress, reporter
 from ..errors import SeedError
 from ..fingerprint import fingerprint
+from ..packages import PackageList, read_report
 from ..pipeline import Cancelled, Pipeline, Step, cancellable_sleep, sigterm_as_interrupt
 from ..recipe import Recipe
 from ..render import MARKERS, RenderedTree, render
@@ -31,8 +32,8 @@ from .lifecycle import InstanceLifecycle, LaunchSpec
 from .base_image import BaseImage, describe_base_image, find_base_image
 from .preflight import preflight
 from .session import Aws
-from .tags import (BASE_AMI_TAG, BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG,
-                   build_filter, utc_iso)
+from .tags import (BASE_AMI_TAG, BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, HTCONDOR_TAG, NAME_TAG, PACKAGES_TAG,
+                   RECIPE_TAG, ROLE_TAG, SBOM_TAG, build_filter, utc_iso)
 from .waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY, Poller, fmt_seconds
 
 
@@ -49,7 +50,9 @@ class BuildOptions:
     timeout: float = DEFAULT_TIMEOUT  # for each long wait: the bake, the image
     console_every: float = 30.0  # read the console this often while the guest runs
     report_every: float = REPORT_EVERY
-    manifest_dir: Path | None = None
+    manifest_dir: Path | None = None  # SBOMs go to its sibling `sbom/`
+    # The condor version-release the fingerprint holds (nightly's upstream check); None: the recipe's series.
+    condor_version: str | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], dt.datetime] = utcnow
@@ -78,12 +81,13 @@ def secret_scan_result(tags: dict[str, str]) -> str:
     return "passed" if tags.get(BUILD_ID_TAG) and EXPIRES_TAG not in tags else "not-run"
 
 
-def plan_content(ec2, recipe: Recipe, base_ami: str | None = None,
-                 tree: RenderedTree | None = None) -> tuple[BaseImage, str]:
+def plan_content(ec2, recipe: Recipe, base_ami: str | None = None, tree: RenderedTree | None = None,
+                 condor_version: str | None = None) -> tuple[BaseImage, str]:
     """The base image a build starts from (`base_ami`, else the newest matching one) and the content
-    fingerprint it will tag: read-only, so nightly asks the same question before deciding to build."""
+    fingerprint it will tag (with `condor_version`, the upstream condor, when known): read-only, so
+    nightly asks the same question before deciding to build."""
     base = describe_base_image(ec2, base_ami, recipe) if base_ami else find_base_image(ec2, recipe)
-    return base, fingerprint(tree or render(recipe), base.image_id)
+    return base, fingerprint(tree or render(recipe), base.image_id, condor_version)
 
 
 def new_build_id(now: dt.datetime) -> str:
@@ -113,6 +117,9 @@ class Build:
     image_id: str | None = None
     image: dict | None = None
     console: str = ""
+    packages: PackageList | None = None  # what the guest reported installed
+    sbom: sbom.Sbom | None = None
+    sbom_data: dict[str, str] = field(default_factory=dict)  # what the manifest records about the SBOM
     manifest_path: Path | None = None
     build: dict | None = None
 
@@ -144,7 +151,10 @@ class Build:
             FINGERPRINT_TAG: self.fingerprint,
             BASE_AMI_TAG: self.base.image_id if self.base else "",
             ROLE_TAG: role,
+            HTCONDOR_TAG: self.opts.condor_version or self.recipe.htcondor_series,
         })
+        if role == "image" and self.sbom:
+            tags.update({SBOM_TAG: self.sbom.sha256, PACKAGES_TAG: self.packages.digest})
         if not finished:
             # Long enough for both waits and the clean-up; the janitor removes what outlives it.
             tags[EXPIRES_TAG] = utc_iso(self.started + dt.timedelta(seconds=2 * self.opts.timeout + 3600))
@@ -159,7 +169,8 @@ class Build:
             *self.builder.steps(
                 self.launch_spec, wait=Step("bake", self.wait_bake), launch_name="launch builder",
                 note=f"; waiting for the bake (timeout {fmt_seconds(self.opts.timeout)})",
-                while_up=[Step("create image", self.create_image, self.delete_image),
+                while_up=[Step("SBOM", self.write_sbom, self.delete_sbom),
+                          Step("create image", self.create_image, self.delete_image),
                           Step("wait for image", self.wait_image)]),
             Step("manifest", self.write_manifest),
         ]
@@ -176,7 +187,8 @@ class Build:
             self.report(f"--force: removed {', '.join(removed) or image['ImageId']} (AMI named {self.ami_name!r})")
 
     def find_base(self):
-        self.base, self.fingerprint = plan_content(self.ec2, self.recipe, self.opts.base_ami, self.tree)
+        self.base, self.fingerprint = plan_content(self.ec2, self.recipe, self.opts.base_ami, self.tree,
+                                                   self.opts.condor_version)
         self.report(f"base image {self.base.image_id} ({self.base.name}, {self.base.creation_date}); "
                     f"fingerprint {self.fingerprint[:19]}…; build id {self.build_id}")
 
@@ -191,6 +203,20 @@ class Build:
                                                recipe=self.recipe.name, poller=self.poller,
                                                console_every=self.opts.console_every)
         self.report("bake succeeded: the guest reported success, a clean secret scan, and powered off")
+        self.packages = read_report(self.console, MARKERS["bake"])
+
+    def write_sbom(self):
+        out_dir = (self.opts.manifest_dir or manifest.MANIFEST_DIR).parent
+        self.sbom, self.sbom_data = sbom.record(
+            self.packages, out_dir, recipe_name=self.recipe.name, build_id=self.build_id,
+            distro=f"{self.recipe.os_family}-{self.recipe.os_version}",
+            htcondor_version=self.installed_htcondor_version(), built_at=self.started)
+        self.report(f"SBOM: {self.sbom.components} packages in {self.sbom.path} (sha256 {self.sbom.sha256[:12]}…)")
+
+    def delete_sbom(self):
+        if self.sbom:
+            self.sbom.path.unlink(missing_ok=True)
+            self.sbom = None
 
     def create_image(self):
         self.image_id = images.create_image(self.ec2, self.instance_id, self.ami_name,
@@ -231,6 +257,8 @@ class Build:
                 "secret_scan": secret_scan_result(self.tags("image", self.ami_name, finished=True)),
                 "smoke_test": "not-run",
                 "encrypted": "true" if images.encrypted(self.image) else "false",
+                "htcondor_fingerprint": self.opts.condor_version or self.recipe.htcondor_series,
+                **self.sbom_data,
             },
         )
         images.mark_finished(self.ec2, self.image)

@@ -18,8 +18,14 @@ EXPIRES_TAG = "condor-seed:expires"  # ISO-8601 UTC; only on resources of an unf
 ROLE_TAG = "condor-seed:role"  # builder | smoke-test | image
 SMOKE_TEST_TAG = "condor-seed:smoke-test"  # passed | failed: on an image our smoke test booted
 NAME_TAG = "Name"
+# What the image holds (issue 13: freshness)
+HTCONDOR_TAG = "condor-seed:htcondor"  # the condor version-release the image's fingerprint holds
+PACKAGES_TAG = "condor-seed:packages-sha256"  # sha256 of the image's sorted package list
+SBOM_TAG = "condor-seed:sbom-sha256"  # sha256 of the image's CycloneDX SBOM file (a nightly artifact)
+CHECKED_TAG = "condor-seed:checked"  # ISO-8601 UTC: a rebuild found the same packages then (age resets)
 
 __all__ = ["RECIPE_TAG", "BUILD_ID_TAG", "FINGERPRINT_TAG", "BASE_AMI_TAG", "EXPIRES_TAG", "ROLE_TAG", "SMOKE_TEST_TAG",
+           "HTCONDOR_TAG", "PACKAGES_TAG", "SBOM_TAG", "CHECKED_TAG",
            "NAME_TAG"]
 
 

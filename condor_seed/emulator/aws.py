@@ -1,8 +1,8 @@
 """Test-only helpers around the moto server that runs in this process (see tests/conftest.py).
 
 - `GuestSimulator` plays the EC2 guest: it reads each new instance's user data through the API,
-  checks it is our bake script, writes console output with the marker (or a failure) and powers the
-  instance off (stops it in the moto backend), like the bake script's `systemctl poweroff` would.
+  checks it is our bake script, writes console output with its package report (`sample_packages`) and
+  the marker (or a failure) and powers the instance off (stops it in the moto backend), like the bake script's `systemctl poweroff` would.
   An instance launched from one of our images without user data plays the seed booting.
 - `ImageDelays` makes images created by `create_image` start `pending` (or end `failed` with a
   StateReason), the way AWS takes minutes to snapshot.
@@ -28,6 +28,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.validate import ParamValidator
 
 from condor_seed.aws.tags import RECIPE_TAG
+from condor_seed.packages import Package, PackageList, report_lines
 from condor_seed.render import MARKERS
 
 ACCOUNT = "123456789012"
@@ -108,9 +109,18 @@ def decode_user_data(value: str) -> str:
     return raw.decode()
 
 
+def sample_packages(condor_version: str, errata: int = 0, count: int = 600) -> PackageList:
+    """A RHEL-sized package list: `count` packages plus condor; the first `errata` ones carry an update."""
+    packages = [Package(f"sample-package-{i:03d}", "0", f"{1 + i % 7}.{i % 13}.{i % 5}",
+                        f"{2 if i < errata else 1}.el9", "noarch" if i % 3 == 0 else "x86_64") for i in range(count)]
+    packages.append(Package("condor", "0", condor_version, "1.el9", "x86_64"))
+    return PackageList("rpm", tuple(sorted(packages)))
+
+
 @dataclass
 class GuestSimulator:
-    """mode: success | fail | hang (bake); seed: ready | fail | silent (smoke test)."""
+    """mode: success | fail | hang (bake); seed: ready | fail | silent (smoke test).
+    `errata`: how many packages of the guest's list carry an update (RHEL errata no one outside AWS sees)."""
 
     endpoint: str
     region: str = "us-east-1"
@@ -119,6 +129,7 @@ class GuestSimulator:
     bake_seconds: float = 0.05
     boot_seconds: float = 0.05
     htcondor_version: str = "24.0.5"
+    errata: int = 0
     console: dict[str, str] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)  # instance id -> what it was judged to be
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, instance, what)
@@ -169,8 +180,10 @@ class GuestSimulator:
             self.console[instance.id] += f"{marker} FAILED recipe={recipe} line=42 exit=1\n"
             self._event(instance, "bake failed")
             return
+        report = report_lines(sample_packages(self.htcondor_version, self.errata), marker)
         self.console[instance.id] += (f"{marker} htcondor-version={self.htcondor_version}\n{marker} step: scan\n"
-                                      f"{marker} SUCCESS recipe={recipe} scan=clean\n")
+                                      + "".join(line + "\n" for line in report)
+                                      + f"{marker} SUCCESS recipe={recipe} scan=clean\n")
         self.power_off(instance)
 
     def _boot(self, instance):

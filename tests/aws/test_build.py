@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from condor_seed.aws.tags import tag_dict
 from condor_seed.aws.waiters import WaitFailed
 from condor_seed.errors import PreflightError
 from condor_seed.fingerprint import fingerprint
+from condor_seed.packages import PackageReportError
 from condor_seed.recipe import load_recipe
 from condor_seed.render import render
 from condor_seed.userdata import encode_user_data
@@ -73,8 +76,15 @@ def test_happy_path_every_resource_and_tag(emu):
     assert image["State"] == "available"
     assert image["Name"] == "htcondor-seed-rhel9-x86_64-24.0-20261127-030000"
     assert image["Description"] == recipe.ami_description()
+    # The SBOM from the guest's package report: its digest and the package list's on the image.
+    custom = json.loads(result.manifest_path.read_text())["builds"][-1]["custom_data"]
+    sbom_path = Path(custom["sbom"])
+    assert sbom_path == emu.tmp_path / "sbom" / f"{result.build_id}.cdx.json"
+    assert custom["sbom_sha256"] == hashlib.sha256(sbom_path.read_bytes()).hexdigest()
+    assert custom["package_count"] == "601" and custom["condor_package"] == "24.0.5-1.el9"
     want = {T.BUILD_ID_TAG: result.build_id, T.RECIPE_TAG: "rhel9-x86_64", T.FINGERPRINT_TAG: fp,
-            T.BASE_AMI_TAG: base_id, "Name": image["Name"], "Project": "condor-seed", T.ROLE_TAG: "image"}
+            T.BASE_AMI_TAG: base_id, "Name": image["Name"], "Project": "condor-seed", T.ROLE_TAG: "image",
+            T.HTCONDOR_TAG: "24.0", T.SBOM_TAG: custom["sbom_sha256"], T.PACKAGES_TAG: custom["packages_sha256"]}
     assert tag_dict(image["Tags"]) == want
     snapshot_ids = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"]]
     for snap in emu.ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]:
@@ -99,7 +109,9 @@ def test_happy_path_every_resource_and_tag(emu):
         "recipe": "rhel9-x86_64", "fingerprint": fp, "base_ami": base_id,
         "base_ami_name": "RHEL-9.4.0_HVM-20240605-x86_64-82-Hourly2-GP3", "base_ami_date": "2024-06-05T00:00:00.000Z",
         "htcondor_version": "24.0.5", "build_id": result.build_id, "ami_name": image["Name"],
-        "secret_scan": "passed", "smoke_test": "not-run", "encrypted": "false",
+        "secret_scan": "passed", "smoke_test": "not-run", "encrypted": "false", "htcondor_fingerprint": "24.0",
+        "sbom": str(sbom_path), "sbom_sha256": custom["sbom_sha256"], "packages_sha256": custom["packages_sha256"],
+        "package_count": "601", "condor_package": "24.0.5-1.el9",
     }
     assert all(isinstance(v, str) for v in entry["custom_data"].values())
 
@@ -118,6 +130,18 @@ def test_bake_failure_marker_shows_the_console_tail(emu):
     assert "FAILED recipe=rhel9-x86_64 line=42" in str(err.value)
     assert "console tail:" in str(err.value) and "step: install HTCondor" in str(err.value)
     assert not emu.recorder.ops("CreateImage")
+    assert emu.leaks() == {}
+
+
+def test_a_package_report_cut_short_fails_the_build_before_any_image(emu, monkeypatch):
+    """The guest's report lost its first lines (as when the console rolled past 64 KB): no SBOM, no image."""
+    import condor_seed.emulator.aws as guest_module
+
+    full = guest_module.report_lines
+    monkeypatch.setattr(guest_module, "report_lines", lambda packages, marker: full(packages, marker)[3:])
+    with pytest.raises(PackageReportError, match="first line is not in the console output"):
+        build(emu)
+    assert not emu.recorder.ops("CreateImage") and not list((emu.tmp_path / "sbom").glob("*"))
     assert emu.leaks() == {}
 
 
