@@ -2,17 +2,27 @@
 
 For every EC2 recipe, concurrently:
 
+0. upstream (read-only, not AWS): the newest `condor` each recipe's HTCondor repository serves
+   (`upstream.check_recipes`: repomd.xml, and the primary metadata only when repomd's revision is not
+   the cached one). An unreadable repository is a warning (log and table); the fingerprint then holds
+   the condor version the newest published seed was fingerprinted with (`condor-seed:htcondor` tag).
 1. plan (read-only): the newest base image (`find_base_image`, one call per recipe) and the content
-   fingerprint (`fingerprint(render(recipe), base image id)`, the very call the build makes);
+   fingerprint (`plan_content`: `fingerprint(render(recipe), base image id, condor version)`, the very
+   call the build makes, given the same condor version);
 2. look up (read-only): ONE `DescribeImages` per region for all recipes at once (our images tagged
-   `condor-seed:fingerprint` with any of the planned values). A recipe is **up to date** when every
+   with any of the recipes' names). A recipe is **up to date** when every
    one of its `regions` holds a *published* seed with its fingerprint:
    - an available image we own, tagged with the recipe and that fingerprint,
    - carrying `condor-seed:source-ami`, the tag publish writes when it finishes a region (build
      alone never writes it, so a built-but-unpublished or smoke-failed image does not count),
    - public, when the recipe publishes publicly (publish makes it public as its last step),
    - not deprecated yet (a deprecated seed must be replaced; publish refuses to re-publish it).
-   Then it is reported and left alone: no instance is launched. The manifest is not consulted: in
+   Then it is reported and left alone: no instance is launched — unless the newest published seed
+   is older than the recipe's `max_age_days` (since its creation or its last `condor-seed:checked`):
+   it is rebuilt, and when the new image's package list equals the published one's
+   (`condor-seed:packages-sha256`), the new image is removed before any smoke test or publish, the
+   published seeds are tagged `condor-seed:checked`, and the table says `checked: unchanged`.
+   The manifest is not consulted: in
    CI it does not outlive the run, AWS's own tags do.
    The same lookup also covers the build region (`--region`), for step 3.
 3. otherwise, unless `--force`: **resume** when an earlier run built and smoke-tested this content
@@ -55,12 +65,16 @@ from .aws.smoke import DEFAULT_SMOKE_TIMEOUT, smoke_test_and_record
 
 from .aws import images
 from .aws.base_image import BaseImage
-from .aws.catalog import SOURCE_AMI_TAG, images_with_fingerprints
+from .aws.catalog import SOURCE_AMI_TAG, images_of_recipes
 from .aws.preflight import identity_and_region
 from .aws.session import Aws
-from .aws.tags import BUILD_ID_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc, tag_dict
+from .aws.tags import (BUILD_ID_TAG, CHECKED_TAG, FINGERPRINT_TAG, HTCONDOR_TAG, RECIPE_TAG, SMOKE_TEST_TAG,
+                       parse_utc, tag_dict, utc_iso)
 from .aws.waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY
+from . import upstream
+from .changes import builds_with_sbom, compare_builds
 from .errors import NightlyError, RecipeError, SeedError
+from .freshness import CHECKED_UNCHANGED, CondorVersion, age_days, condor_for_fingerprint, too_old, unchanged
 from .log import prefixed, progress
 from .pipeline import sigterm_as_interrupt
 from .recipe import Recipe, load_recipes
@@ -84,6 +98,10 @@ class NightlyOptions:
     console_every: float = 30.0
     report_every: float = REPORT_EVERY
     manifest_dir: Path | None = None
+    # The HTCondor repository check: its answers are cached here (by repomd revision); `htcondor_mirror`
+    # reads the metadata from a mirror instead of the recipes' repo_base (also: CONDOR_SEED_HTCONDOR_MIRROR).
+    upstream_cache: Path | None = field(default_factory=upstream.default_cache_path)
+    htcondor_mirror: str | None = None
     now: Callable[[], dt.datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
 
@@ -98,6 +116,12 @@ class RecipeRun:
     action: str = ""
     amis: dict[str, str] = field(default_factory=dict)  # region -> AMI
     resume: dict | None = None  # a built, smoke-tested image in the build region to publish instead of rebuilding
+    check: upstream.UpstreamCheck = field(default_factory=upstream.UpstreamCheck)  # the repository's answer
+    condor: CondorVersion | None = None  # the condor version in the fingerprint, and where it came from
+    published: dict | None = None  # the newest published seed of the recipe (any fingerprint)
+    recheck: bool = False  # up to date but older than max_age_days: rebuilt to look for unseen errata
+    seeds: dict[str, str] = field(default_factory=dict)  # region -> the published seed a recheck compares with
+    changes: str = ""  # the short form of what changed against the published seed
     seconds: float = 0.0
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -114,7 +138,8 @@ class RecipeRun:
 
     def finish(self, action: str | None = None) -> None:
         if action and self.ok:
-            self.action = action
+            warning = self.condor.warning if self.condor else None
+            self.action = action + (f" (WARNING: {warning})" if warning else "")
         self.seconds = time.monotonic() - self.started
 
 
@@ -131,16 +156,16 @@ def select_recipes(selection: str = "all") -> list[Recipe]:
 
 
 # ------------------------------------------------------------------------------ up to date?
-def _current(image: dict, recipe: Recipe, fp: str, now: dt.datetime) -> bool:
-    """Available, of this recipe with that content, not deprecated yet."""
+def _current(image: dict, recipe: Recipe, fp: str | None, now: dt.datetime) -> bool:
+    """Available, of this recipe with that content (any content: fp None), not deprecated yet."""
     tags = tag_dict(image.get("Tags"))
     deprecation = parse_utc(image.get("DeprecationTime") or "")
     return (image.get("State") == "available"
-            and tags.get(FINGERPRINT_TAG) == fp and tags.get(RECIPE_TAG) == recipe.name
+            and fp in (None, tags.get(FINGERPRINT_TAG)) and tags.get(RECIPE_TAG) == recipe.name
             and (deprecation is None or deprecation > now))
 
 
-def is_published(image: dict, recipe: Recipe, fp: str, now: dt.datetime) -> bool:
+def is_published(image: dict, recipe: Recipe, fp: str | None, now: dt.datetime) -> bool:
     """A seed publish finished in this region, with that content, still fit to be announced."""
     return (_current(image, recipe, fp, now)
             and SOURCE_AMI_TAG in tag_dict(image.get("Tags"))
@@ -158,15 +183,16 @@ def is_resumable(image: dict, recipe: Recipe, fp: str, region: str, now: dt.date
 
 
 def published_by_region(aws: Aws, runs: list[RecipeRun], build_region: str) -> dict[str, list[dict]]:
-    """Our images carrying any of the planned fingerprints, in every target region and the build region:
-    one DescribeImages per region, in parallel."""
+    """Our images of these recipes (any fingerprint: the newest published one also tells how old the seed
+    is and what it held), in every target region and the build region: one DescribeImages per region,
+    in parallel."""
     wanted: dict[str, set[str]] = {}
     for run in runs:
         for region in dict.fromkeys([*run.recipe.regions, build_region]):
-            wanted.setdefault(region, set()).add(run.fingerprint)
+            wanted.setdefault(region, set()).add(run.name)
 
     def lookup(region: str) -> list[dict]:
-        return images_with_fingerprints(aws.ec2(region), sorted(wanted[region]))
+        return images_of_recipes(aws.ec2(region), sorted(wanted[region]))
 
     if not wanted:
         return {}
@@ -185,6 +211,18 @@ def current_seeds(run: RecipeRun, found: dict[str, list[dict]], now: dt.datetime
     return seeds
 
 
+def newest_published(run: RecipeRun, found: dict[str, list[dict]], now: dt.datetime) -> dict | None:
+    """The newest published seed of the recipe (any fingerprint) in its first region."""
+    region = run.recipe.regions[0]
+    return next((i for i in found.get(region, []) if is_published(i, run.recipe, None, now)), None)
+
+
+def seed_fresh_since(image: dict) -> dt.datetime | None:
+    """When the seed was built or last found unchanged by a rebuild (`condor-seed:checked`), the later."""
+    moments = [parse_utc(image.get("CreationDate") or ""), parse_utc(tag_dict(image.get("Tags")).get(CHECKED_TAG, ""))]
+    return max((m for m in moments if m), default=None)
+
+
 def resumable_image(run: RecipeRun, found: dict[str, list[dict]], region: str, now: dt.datetime) -> dict | None:
     """The newest built, smoke-tested image with the run's fingerprint in the build region, if any."""
     return next((i for i in found.get(region, []) if is_resumable(i, run.recipe, run.fingerprint, region, now)), None)
@@ -199,11 +237,16 @@ class Nightly:
     def report(self, message: str) -> None:
         progress(message)  # inside prefixed: "[recipe] message"
 
-    def plan(self, run: RecipeRun) -> None:
+    def plan(self, run: RecipeRun, published_tags: dict[str, str] | None = None) -> None:
+        """Base image and fingerprint, with the upstream condor (or, with the repository unreadable, the
+        published seed's: `published_tags`), as the build will compute them."""
         with prefixed(f"[{run.name}] "):
             try:
-                run.base, run.fingerprint = plan_content(self.aws.ec2(self.opts.region), run.recipe)  # as the build will
-                self.report(f"base image {run.base.image_id} ({run.base.name}); fingerprint {run.fingerprint[:19]}…")
+                run.condor = condor_for_fingerprint(run.check, published_tags)
+                run.base, run.fingerprint = plan_content(self.aws.ec2(self.opts.region), run.recipe,
+                                                         condor_version=run.condor.version)
+                self.report(f"base image {run.base.image_id} ({run.base.name}); condor "
+                            f"{run.condor.version or 'series'} ({run.condor.source}); fingerprint {run.fingerprint[:19]}…")
             except Exception as exc:  # noqa: BLE001 - this recipe fails, the others go on
                 self.report(f"FAILED to plan: {run.fail(exc)}")
                 run.finish()
@@ -215,23 +258,31 @@ class Nightly:
                     self._resume(run)
                     run.finish(RESUMED)
                 else:
-                    self._rebuild(run, sleep)
-                    run.finish(BUILT)
+                    run.finish(self._rebuild(run, sleep))
             except BaseException as exc:  # noqa: BLE001 - Ctrl-C reaches the main thread; here: record it
                 self.report(f"FAILED: {run.fail(exc)}")
                 run.finish()
 
-    def _rebuild(self, run: RecipeRun, sleep: Callable[[float], None]) -> None:
-        """Build from the planned base image, smoke-test, publish: each stage hands the next its result."""
+    def _rebuild(self, run: RecipeRun, sleep: Callable[[float], None]) -> str:
+        """Build from the planned base image, smoke-test, publish: each stage hands the next its result.
+        A recheck whose image holds the published seed's packages stops after the build."""
         o = self.opts
         build_opts = BuildOptions(region=o.region, base_ami=run.base.image_id, poll_interval=o.poll_interval,
                                   timeout=o.build_timeout, console_every=o.console_every, report_every=o.report_every,
-                                  manifest_dir=o.manifest_dir, now=o.now, sleep=o.sleep)
+                                  manifest_dir=o.manifest_dir, condor_version=run.condor.version, now=o.now,
+                                  sleep=o.sleep)
         built = build_recipe(self.aws, run.recipe, build_opts, report=self.report, sleep=sleep)
         run.amis = {built.region: built.image_id}
         if built.fingerprint != run.fingerprint:  # else every later nightly would rebuild it again
             raise SeedError(f"the build tagged {built.image_id} with fingerprint {built.fingerprint}, this run planned "
                             f"{run.fingerprint}: the two computations disagree")
+        run.changes = self.describe_changes(run, built.build)
+        if run.recheck and unchanged(built.build["custom_data"].get("packages_sha256", ""),
+                                     tag_dict(run.published.get("Tags"))):
+            removed = images.delete_image(self.aws.ec2(o.region), built.image_id)
+            self.report(f"same packages as the published seed: removed {', '.join(removed)}")
+            run.amis = self._mark_checked(run)
+            return CHECKED_UNCHANGED
         try:
             smoke_test_and_record(self.aws, o.region, built.image_id, build=built.build,
                                   manifest_path=built.manifest_path, discard_failed=True, report=self.report,
@@ -241,6 +292,36 @@ class Nightly:
             run.amis = {}
             raise
         self._publish(run, source_from_build(self.aws, built))
+        return BUILT
+
+    def describe_changes(self, run: RecipeRun, build: dict) -> str:
+        """The short form against the published seed: condor versions from the tags; the package count
+        when that seed's SBOM is recorded in the manifest folder (in CI: the artifact of its run)."""
+        if not run.published:
+            return "first seed"
+        old_tags, new_data = tag_dict(run.published.get("Tags")), build["custom_data"]
+        old_condor, new_condor = old_tags.get(HTCONDOR_TAG, "?"), new_data.get("htcondor_fingerprint", "?")
+        old_build = next((b for b in builds_with_sbom(self._manifest(run))
+                          if b["packer_run_uuid"] == old_tags.get(BUILD_ID_TAG)), None)
+        if old_build is not None:
+            found = compare_builds(old_build, build)
+            found.htcondor = None if old_condor == new_condor else (old_condor, new_condor)
+            return found.short()
+        parts = [f"condor {old_condor}→{new_condor}"] if old_condor != new_condor else []
+        parts.append("same pkgs" if unchanged(new_data.get("packages_sha256", ""), old_tags)
+                     else "pkgs changed (no earlier SBOM here)")
+        return ", ".join(parts)
+
+    def _manifest(self, run: RecipeRun) -> dict:
+        path = manifest.path_for(run.name, self.opts.manifest_dir)
+        return manifest.load(path) if path.exists() else {"builds": []}
+
+    def _mark_checked(self, run: RecipeRun) -> dict[str, str]:
+        """The published seeds were found current: restart their age, so tomorrow does not rebuild again."""
+        for region, image_id in run.seeds.items():
+            images.tag_resources(self.aws.ec2(region), [image_id], {CHECKED_TAG: utc_iso(self.opts.now())})
+        self.report(f"checked: the rebuilt image had the published seed's packages; kept {run.seeds}")
+        return dict(run.seeds)
 
     def _resume(self, run: RecipeRun) -> None:
         """Finish publishing an image an earlier run built and smoke-tested: no instance, no rebuild."""
@@ -258,27 +339,50 @@ class Nightly:
     def bring_up_to_date(self, recipes: list[Recipe]) -> list[RecipeRun]:
         identity_and_region(self.aws, self.opts.region)  # credentials and region: one clear line
         runs = [RecipeRun(recipe) for recipe in recipes]
+        self.check_upstream(runs)
         self.aws.ec2(self.opts.region)  # one client for the planning threads to share
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(runs), 1), thread_name_prefix="plan") as pool:
             list(pool.map(self.plan, runs))
         planned = [run for run in runs if run.ok]
-        stale = planned
-        if not self.opts.force:
-            found, now = published_by_region(self.aws, planned, self.opts.region), self.opts.now()
-            stale = []
-            for run in planned:
-                seeds = current_seeds(run, found, now)
-                if seeds is None:
-                    run.resume = resumable_image(run, found, self.opts.region, now)
-                    stale.append(run)
-                    continue
-                run.amis = seeds
-                run.finish(UP_TO_DATE)
-                progress(f"up to date: a published seed with fingerprint {run.fingerprint[:19]}… is in "
-                         f"{', '.join(seeds)}; nothing to build", prefix=f"[{run.name}] ")
+        found, now = published_by_region(self.aws, planned, self.opts.region), self.opts.now()
+        stale = []
+        for run in planned:
+            run.published = newest_published(run, found, now)
+            if run.check.warning and run.published:  # the repository is unreadable: the published state stands
+                self.plan(run, tag_dict(run.published.get("Tags")))
+            if not run.ok or self.opts.force:
+                stale += [run] if run.ok else []
+                continue
+            seeds = current_seeds(run, found, now)
+            if seeds is None:
+                run.resume = resumable_image(run, found, self.opts.region, now)
+                stale.append(run)
+                continue
+            fresh_since = seed_fresh_since(run.published) if run.published else None
+            if too_old(fresh_since, run.recipe.max_age_days, now):
+                run.recheck, run.seeds = True, seeds
+                progress(f"the published seed is {age_days(fresh_since, now) or 0:.1f} days old (max_age_days "
+                         f"{run.recipe.max_age_days}): rebuilding to look for updates no one outside can see",
+                         prefix=f"[{run.name}] ")
+                stale.append(run)
+                continue
+            run.amis = seeds
+            run.finish(UP_TO_DATE)
+            progress(f"up to date: a published seed with fingerprint {run.fingerprint[:19]}… is in "
+                     f"{', '.join(seeds)}; nothing to build", prefix=f"[{run.name}] ")
         if stale:
             self._rebuild_all(stale)
         return runs
+
+    def check_upstream(self, runs: list[RecipeRun]) -> None:
+        """The newest condor each recipe's repository serves (one read per repository). Unreadable: a
+        warning now and in the table; the fingerprint then keeps the published seed's version."""
+        checks = upstream.check_recipes([run.recipe for run in runs], upstream.Cache(self.opts.upstream_cache),
+                                        mirror=self.opts.htcondor_mirror)
+        for run in runs:
+            run.check = checks[run.name]
+            if run.check.warning:
+                progress(f"WARNING: {run.check.warning}", prefix=f"[{run.name}] ")
 
     def _rebuild_all(self, runs: list[RecipeRun]) -> None:
         """Concurrently; Ctrl-C or SIGTERM (main thread) tells every build to stop and undo itself."""
@@ -293,14 +397,15 @@ def nightly(aws: Aws, recipes: list[Recipe], opts: NightlyOptions) -> list[Recip
 
 # ------------------------------------------------------------------------------ summary
 def format_table(runs: list[RecipeRun]) -> str:
-    """recipe | duration | AMI per region | action (last: a failure's one-line reason may be long)."""
-    header = ("recipe", "duration", "AMI per region", "action")
-    rows = [(run.name, f"{run.seconds:.1f}s", ",".join(f"{r}:{a}" for r, a in run.amis.items()) or "-", run.action)
-            for run in runs]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    """recipe | duration | AMI per region | changes | action (last: a failure's one-line reason may be long)."""
+    header = ("recipe", "duration", "AMI per region", "changes", "action")
+    rows = [(run.name, f"{run.seconds:.1f}s", ",".join(f"{r}:{a}" for r, a in run.amis.items()) or "-",
+             run.changes or "-", run.action) for run in runs]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     lines = []
     for row in [header, *rows]:
-        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:<{widths[3]}}  "
+                     f"{row[4]}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ import botocore.exceptions
 
 from ..errors import SeedError
 from .images import delete_image, find_images
-from .tags import BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, RECIPE_TAG
+from .tags import BUILD_ID_TAG, EXPIRES_TAG, RECIPE_TAG
 from .waiters import IMAGE_DEAD_STATES, error_code
 
 # Our own tag on a published copy: which image (``region:ami-…``) it was copied from.
@@ -26,9 +26,9 @@ def live_images(ec2, filters: list[dict]) -> list[dict]:
     return newest_first([i for i in find_images(ec2, filters) if i.get("State") not in IMAGE_DEAD_STATES])
 
 
-def images_with_fingerprints(ec2, fingerprints: list[str]) -> list[dict]:
-    """Our images (any state) tagged with any of these content fingerprints, newest first: one call."""
-    return newest_first(find_images(ec2, [{"Name": f"tag:{FINGERPRINT_TAG}", "Values": list(fingerprints)}]))
+def images_of_recipes(ec2, recipe_names: list[str]) -> list[dict]:
+    """Our images (any state, any content) of these recipes, newest first: one call."""
+    return newest_first(find_images(ec2, [{"Name": f"tag:{RECIPE_TAG}", "Values": list(recipe_names)}]))
 
 
 def recipe_images(ec2, recipe_name: str) -> list[dict]:

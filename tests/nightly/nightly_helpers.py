@@ -35,6 +35,7 @@ class Night:
     guest: RecipeGuest
     bases: dict[str, str]
     tmp_path: Path
+    repo: object = None  # fixture_repo.FixtureRepo: the HTCondor repositories
     last_end: float = 0.0
 
     def options(self, **overrides) -> NightlyOptions:

@@ -33,8 +33,8 @@ def test_first_nightly_publishes_second_is_up_to_date_without_launching(night):
     first = night.run()["rhel9-x86_64"]
     assert first.ok and first.action == BUILT, first.action
     assert list(first.amis) == REGIONS
-    # The fingerprint the build tagged is the one nightly computed (same base image, same call).
-    assert first.fingerprint == fingerprint(render(load_recipe("rhel9-x86_64")), night.bases["rhel9"])
+    # The fingerprint the build tagged is the one nightly computed (same base image and upstream condor, same call).
+    assert first.fingerprint == fingerprint(render(load_recipe("rhel9-x86_64")), night.bases["rhel9"], "24.0.12-1.el9")
     for region, image_id in first.amis.items():
         image = night.image(region, image_id)
         assert image["Public"] is True and image["State"] == "available"
@@ -160,7 +160,7 @@ def test_command_line_prints_the_table_and_fails_when_a_recipe_fails(night):
                           cwd=PROJECT, env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["recipe", "duration", "AMI", "per", "region", "action"]
+    assert lines[0].split() == ["recipe", "duration", "AMI", "per", "region", "changes", "action"]
     ok = next(line for line in lines if line.startswith("rhel9-x86_64 "))
     assert ok.endswith(UP_TO_DATE) and ",".join(f"{r}:{a}" for r, a in published.amis.items()) in ok
     bad = next(line for line in lines if line.startswith("rhel8-x86_64 "))
