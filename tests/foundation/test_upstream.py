@@ -1,19 +1,16 @@
 """The upstream check reads real HTTP from a local server serving HTCondor-shaped repository metadata."""
 import shutil
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixture_repo import FixtureRepo  # noqa: E402
-
-from condor_seed import upstream  # noqa: E402
-from condor_seed.paths import RECIPES_DIR  # noqa: E402
-from condor_seed.recipe import load_recipe, load_recipes  # noqa: E402
+from condor_seed import upstream
+from condor_seed.emulator.htcondor_repo import FixtureRepo
+from condor_seed.paths import RECIPES_DIR
+from condor_seed.recipe import load_recipe, load_recipes
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "aws"), str(TESTS / "publish")]  # iam_policy, publish_helpers
 
-from fixture_repo import FixtureRepo  # noqa: E402
+from condor_seed.emulator.htcondor_repo import FixtureRepo  # noqa: E402
 from nightly_helpers import Night, RecipeGuest  # noqa: E402
 
 # The HTCondor repositories the EC2 recipes install from, as the local fixture server serves them.

@@ -1,5 +1,5 @@
-"""A local HTTP server serving HTCondor-shaped RPM repository metadata (repomd.xml + primary), for the
-upstream check. Real HTTP on 127.0.0.1, real compressed files; it counts every request per path."""
+"""Test-only: a local HTTP server serving HTCondor-shaped RPM repository metadata (repomd.xml + primary),
+for the upstream check. Real HTTP on 127.0.0.1, real compressed files; it counts every request per path."""
 from __future__ import annotations
 
 import collections
