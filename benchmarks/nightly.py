@@ -4,10 +4,15 @@ Setup: one real nightly builds, smoke-tests and publishes every EC2 recipe again
 AWS tests' guest simulator plays the builders and the seeds; the publish tests' hook answers the
 calls the emulator lacks). Then the nightly runs again `--runs` times with nothing changed, each with
 a fresh boto3 session (as a new process would have), and once more as the command a CI job runs
-(`python -m invoke nightly` in a subprocess, interpreter start included). Reported per run:
+(`python -m invoke nightly` in a subprocess, interpreter start included). Each nightly first asks
+the HTCondor repositories for their newest condor: here a local HTTP server serving repository
+metadata (repomd.xml + gzipped primary, ~300 packages each) for the 4 (series, EL, arch) the
+recipes use. Run 1 starts with an empty cache; later runs find the cached revisions. Reported per run:
 
-- wall time (target <= 3 s for all recipes);
+- wall time, repository check included (target <= 3 s for all recipes);
 - API calls, in all and per recipe (target <= 10 per recipe), and by operation;
+- repository requests: repomd.xml (target: one per repository) and primary metadata (target: none
+  when the cached revision matches);
 - RunInstances calls (must be 0) and whether every recipe said "up to date".
 
 The emulator (moto) runs in this process; its request handling counts in the wall time.
@@ -58,21 +63,39 @@ def publish_everything(endpoint: str, recipes, manifest_dir: Path) -> None:
         raise SystemExit("setup nightly failed: " + "; ".join(failed))
 
 
-def nothing_changed(recipes) -> dict:
+def serve_repositories(root: Path, recipes):
+    """The local HTCondor repository server, one repository per (series, EL, arch) the recipes use."""
+    from condor_seed.emulator.htcondor_repo import FixtureRepo
+    from condor_seed.upstream import MIRROR_ENV, repo_for
+
+    repo = FixtureRepo(root).__enter__()
+    for key in dict.fromkeys(repo_for(r) for r in recipes):
+        repo.publish(key.series, key.el, key.arch, [f"{key.series}.12", f"{key.series}.13"])
+    os.environ[MIRROR_ENV] = repo.url  # the nightly (and the CLI subprocess) read metadata from here
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    return repo
+
+
+def nothing_changed(recipes, repo, cold: bool = False) -> dict:
     import boto3
 
     from condor_seed.emulator.aws import Recorder
     from condor_seed.aws.session import Aws
     from condor_seed.nightly import UP_TO_DATE, NightlyOptions, nightly
 
+    from condor_seed.upstream import default_cache_path
+
+    if cold:
+        default_cache_path().unlink(missing_ok=True)
+    repo.requests.clear()
     start = time.monotonic()
     session = boto3.Session(region_name="us-east-1")  # a fresh session and clients, as in a new process
     recorder = Recorder(session)
     runs = nightly(Aws(session=session), recipes, NightlyOptions(region="us-east-1"))
     wall = time.monotonic() - start
     return {"wall": wall, "calls": len(recorder.calls), "by_op": recorder.count(),
-            "run_instances": recorder.count()["RunInstances"],
-            "up_to_date": all(r.action == UP_TO_DATE for r in runs)}
+            "run_instances": recorder.count()["RunInstances"], "repomd": repo.repomd_requests(),
+            "primary": repo.metadata_requests(), "up_to_date": all(r.action == UP_TO_DATE for r in runs)}
 
 
 def from_the_command_line() -> tuple[float, subprocess.CompletedProcess]:
@@ -94,11 +117,14 @@ def main() -> int:
 
         recipes = select_recipes("all")
         with tempfile.TemporaryDirectory() as tmp:
+            repo = serve_repositories(Path(tmp) / "htcondor", recipes)
             setup_start = time.monotonic()
-            publish_everything(endpoint, recipes, Path(tmp))
+            publish_everything(endpoint, recipes, Path(tmp) / "manifests")
             setup = time.monotonic() - setup_start
-        results = [nothing_changed(recipes) for _ in range(args.runs)]
-        cli_wall, cli = from_the_command_line()
+            results = [nothing_changed(recipes, repo, cold=i == 0) for i in range(args.runs)]
+            cli_wall, cli = from_the_command_line()
+            repos = len(repo.requests and {p.rsplit("/repodata", 1)[0] for p in repo.requests})
+            repo.__exit__(None, None, None)
     finally:
         server.stop()
 
@@ -106,12 +132,14 @@ def main() -> int:
     print(f"condor-seed nightly, nothing changed, {n} EC2 recipes ({', '.join(r.name for r in recipes)}) "
           f"in {len({region for r in recipes for region in r.regions})} regions; setup (first nightly "
           f"publishing all of them): {setup:.1f} s\n")
-    header = f"{'run':>4} {'wall s':>7} {'API calls':>9} {'per recipe':>10} {'RunInstances':>12} {'all up to date':>14}"
+    header = (f"{'run':>4} {'wall s':>7} {'API calls':>9} {'per recipe':>10} {'repomd':>6} {'primary':>7} "
+              f"{'RunInstances':>12} {'all up to date':>14}")
     print(header)
     print("-" * len(header))
     for i, r in enumerate(results, 1):
-        print(f"{i:>4} {r['wall']:>7.2f} {r['calls']:>9} {r['calls'] / n:>10.2f} {r['run_instances']:>12} "
-              f"{'yes' if r['up_to_date'] else 'NO':>14}")
+        print(f"{i:>4} {r['wall']:>7.2f} {r['calls']:>9} {r['calls'] / n:>10.2f} {r['repomd']:>6} {r['primary']:>7} "
+              f"{r['run_instances']:>12} {'yes' if r['up_to_date'] else 'NO':>14}"
+              + ("   (empty repository cache)" if i == 1 else ""))
     wall = statistics.median(r["wall"] for r in results)
     calls = max(r["calls"] for r in results)
     print(f"{'med':>4} {wall:>7.2f} {calls:>9} {calls / n:>10.2f}")
@@ -122,7 +150,13 @@ def main() -> int:
         print(f"  {count:>4}  {op}")
     print("\nthe command's table:\n" + cli.stdout.rstrip())
     launched = sum(r["run_instances"] for r in results)
-    ok = (wall <= TARGET_SECONDS and calls / n <= TARGET_CALLS and launched == 0
+    warm = results[1:] or results
+    repo_ok = (all(r["repomd"] == repos for r in results) and results[0]["primary"] == repos
+               and all(r["primary"] == 0 for r in warm))
+    print(f"\nrepository check: {repos} repositories; one repomd.xml each per run; primary metadata read "
+          f"{results[0]['primary']}x with an empty cache, {max(r['primary'] for r in warm)}x when the cached revision "
+          f"matches: {'ok' if repo_ok else 'MISSED'}")
+    ok = (wall <= TARGET_SECONDS and calls / n <= TARGET_CALLS and launched == 0 and repo_ok
           and all(r["up_to_date"] for r in results) and cli.returncode == 0 and cli_wall <= TARGET_SECONDS)
     print(f"\nwall {wall:.2f} s in process, {cli_wall:.2f} s from the command line (target <= {TARGET_SECONDS:g} s); "
           f"{calls / n:.2f} API calls per recipe (target <= {TARGET_CALLS}); RunInstances {launched} (must be 0): "
