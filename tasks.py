@@ -279,19 +279,24 @@ def changes(c, recipe, build=None, out=None, short=False):
     "region": "region to build and smoke-test in (default: AWS_REGION / your profile's region)",
     "profile": "AWS profile (default: the standard credential chain)",
     "poll_interval": "seconds between state polls of builds, smoke tests and copies (default 5)",
+    "htcondor_mirror": "read HTCondor repository metadata from this base URL instead of the recipes' repo_base "
+                       "(also: CONDOR_SEED_HTCONDOR_MIRROR)",
 })
 @one_line_errors
-def nightly(c, recipe="all", force=False, region=None, profile=None, poll_interval=None):
+def nightly(c, recipe="all", force=False, region=None, profile=None, poll_interval=None, htcondor_mirror=None):
     """Rebuild only what changed: build, smoke-test, publish and prune recipes whose fingerprint is new.
 
+    The fingerprint holds the newest condor the HTCondor repository serves (a patch release rebuilds).
     A recipe whose published seed already has its fingerprint is "up to date" (no instance is
-    launched). Recipes run concurrently; prints a summary table and exits non-zero when any failed."""
+    launched), unless that seed is older than the recipe's max_age_days: then it is rebuilt and the new
+    image kept only if its packages changed ("checked: unchanged" otherwise). Recipes run concurrently;
+    prints a summary table (with what changed) and exits non-zero when any failed."""
     from condor_seed.aws.session import Aws
     from condor_seed.nightly import NightlyOptions, failure_summary, format_table, nightly as run_nightly, select_recipes
 
     recipes = select_recipes(recipe)
     aws = Aws(profile=profile)
-    opts = NightlyOptions(region=_aws_region(aws, region), force=force)
+    opts = NightlyOptions(region=_aws_region(aws, region), force=force, htcondor_mirror=htcondor_mirror)
     opts.poll_interval = float(poll_interval) if poll_interval else opts.poll_interval
     runs = run_nightly(aws, recipes, opts)
     print(format_table(runs), flush=True)
