@@ -71,7 +71,7 @@ from .aws.session import Aws
 from .aws.tags import (BUILD_ID_TAG, CHECKED_TAG, FINGERPRINT_TAG, HTCONDOR_TAG, RECIPE_TAG, SMOKE_TEST_TAG,
                        parse_utc, tag_dict, utc_iso)
 from .aws.waiters import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, REPORT_EVERY
-from . import upstream
+from . import manifest, upstream
 from .changes import builds_with_sbom, compare_builds
 from .errors import NightlyError, RecipeError, SeedError
 from .freshness import CHECKED_UNCHANGED, CondorVersion, age_days, condor_for_fingerprint, too_old, unchanged
