@@ -188,6 +188,46 @@ def cleanup(c, region=None, older_than="6h", dry_run=False, profile=None):
         print(f"{'would remove' if dry_run else 'removed'}\t{item.kind}\t{item.id}\t{item.build_id}")
 
 
+@task(help={
+    "region": "region to launch in (default: AWS_REGION / your profile's region)",
+    "recipe": "whose newest published seed to start, from its SSM parameter (default rhel9-x86_64)",
+    "ssh_cidr": "allow SSH from this network only, like 203.0.113.7/32 (0.0.0.0/0 only if you type it)",
+    "key_name": "EC2 key pair to log in with (required with --ssh-cidr)",
+    "collector_cidr": "who may reach HTCondor's port 9618 (default 0.0.0.0/0: annex workers, condor_annex's check)",
+    "instance_type": "default: the recipe's instance_type",
+    "profile": "AWS profile (default: the standard credential chain)",
+    "terminate": "remove launched seeds instead: instance, security group, instance profile, role (by tag)",
+    "launch_id": "with --terminate: only this launch (default: every seed launched in the region)",
+    "poll_interval": "seconds between polls (default 5)", "timeout": "seconds to wait for the instance (default 600)",
+})
+@one_line_errors
+def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=None, collector_cidr=None,
+                instance_type=None, profile=None, terminate=False, launch_id=None, poll_interval=None, timeout=None):
+    """Start the newest published seed with an instance role for condor_annex; --terminate removes it again."""
+    from condor_seed.aws.launch_seed import LaunchOptions, access_options, launch_seed as start, terminate_seeds
+    from condor_seed.aws.seed_network import is_anywhere
+    from condor_seed.aws.session import Aws
+    from condor_seed.recipe import load_recipe
+
+    if terminate:
+        aws = Aws(profile=profile)
+        for launch in terminate_seeds(aws, _aws_region(aws, region), launch_id=launch_id):
+            print(f"removed\t{launch}")
+        return
+    access = access_options(ssh_cidr, key_name, collector_cidr)  # before anything is created
+    loaded = load_recipe(recipe)
+    aws = Aws(profile=profile)
+    options = LaunchOptions(region=_aws_region(aws, region), instance_type=instance_type, **access)
+    options.poll_interval = float(poll_interval) if poll_interval else options.poll_interval
+    options.timeout = float(timeout) if timeout else options.timeout
+    if access["ssh_cidr"] and is_anywhere(access["ssh_cidr"]):
+        progress(f"WARNING: SSH is open to the whole internet ({access['ssh_cidr']}), as asked")
+    result = start(aws, loaded, options)
+    print(f"{result.launch_id}\t{result.region}:{result.instance_id}\t{result.public_dns or result.public_ip}")
+    for line in result.how_to_use():
+        print(line)
+
+
 # ---- publish
 def _regions_flag(regions):
     return [r.strip() for r in regions.split(",") if r.strip()] if regions else None

@@ -58,22 +58,31 @@ def delete_security_group(ec2, group_id: str, poller: Poller) -> None:
 
 
 # ------------------------------------------------------------------ instances
+IMDS_V2_ONLY = {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1}
+
+
 def launch_instance(ec2, *, image_id: str, instance_type: str, group_id: str, tags: dict[str, str],
                     client_token: str, user_data: bytes | None = None, root_device: str | None = None,
-                    root_volume: dict | None = None) -> str:
+                    root_volume: dict | None = None, metadata_options: dict = IMDS_V2_ONLY,
+                    instance_profile_arn: str | None = None, key_name: str | None = None) -> str:
+    """Builder and smoke test: IMDSv2 only, no profile, no key. A launched seed passes its own."""
     params = dict(
         ImageId=image_id,
         InstanceType=instance_type,
         MinCount=1,
         MaxCount=1,
         SecurityGroupIds=[group_id],
-        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+        MetadataOptions=dict(metadata_options),
         InstanceInitiatedShutdownBehavior="stop",
         ClientToken=client_token,
         TagSpecifications=tag_specs(tags, "instance", "volume"),
     )
     if user_data is not None:
         params["UserData"] = user_data
+    if instance_profile_arn:
+        params["IamInstanceProfile"] = {"Arn": instance_profile_arn}
+    if key_name:
+        params["KeyName"] = key_name
     if root_device and root_volume:
         params["BlockDeviceMappings"] = [{
             "DeviceName": root_device,
