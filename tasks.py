@@ -195,6 +195,7 @@ def cleanup(c, region=None, older_than="6h", dry_run=False, profile=None):
     "key_name": "EC2 key pair to log in with (required with --ssh-cidr)",
     "collector_cidr": "who may reach HTCondor's port 9618 (default 0.0.0.0/0: annex workers, condor_annex's check)",
     "instance_type": "default: the recipe's instance_type",
+    "setup_permissions": "--no-setup-permissions: the role cannot run `condor_annex -setup` (run it once as an admin)",
     "profile": "AWS profile (default: the standard credential chain)",
     "terminate": "remove launched seeds instead: instance, security group, instance profile, role (by tag)",
     "launch_id": "with --terminate: only this launch (default: every seed launched in the region)",
@@ -202,7 +203,8 @@ def cleanup(c, region=None, older_than="6h", dry_run=False, profile=None):
 })
 @one_line_errors
 def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=None, collector_cidr=None,
-                instance_type=None, profile=None, terminate=False, launch_id=None, poll_interval=None, timeout=None):
+                instance_type=None, setup_permissions=True, profile=None, terminate=False, launch_id=None,
+                poll_interval=None, timeout=None):
     """Start the newest published seed with an instance role for condor_annex; --terminate removes it again."""
     from condor_seed.aws.launch_seed import LaunchOptions, access_options, launch_seed as start, terminate_seeds
     from condor_seed.aws.seed_network import is_anywhere
@@ -217,7 +219,8 @@ def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=N
     access = access_options(ssh_cidr, key_name, collector_cidr)  # before anything is created
     loaded = load_recipe(recipe)
     aws = Aws(profile=profile)
-    options = LaunchOptions(region=_aws_region(aws, region), instance_type=instance_type, **access)
+    options = LaunchOptions(region=_aws_region(aws, region), instance_type=instance_type,
+                            setup_permissions=setup_permissions, **access)
     options.poll_interval = float(poll_interval) if poll_interval else options.poll_interval
     options.timeout = float(timeout) if timeout else options.timeout
     if access["ssh_cidr"] and is_anywhere(access["ssh_cidr"]):

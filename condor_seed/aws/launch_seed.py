@@ -50,6 +50,7 @@ class LaunchOptions:
     key_name: str | None = None
     collector_cidr: str = seed_network.DEFAULT_COLLECTOR_CIDR
     instance_type: str | None = None
+    setup_permissions: bool = True  # False: the role cannot run `condor_annex -setup` (see seed_role)
     poll_interval: float = DEFAULT_POLL_INTERVAL
     timeout: float = DEFAULT_LAUNCH_TIMEOUT
     report_every: float = REPORT_EVERY
@@ -92,7 +93,8 @@ class LaunchResult:
         else:
             lines.append("the instance has no public address: reach it from inside its VPC (ec2-user)")
         if self.annex_generation == "condor_annex":
-            lines += ["then, once per AWS account and region:  condor_annex -setup",
+            lines += ["then, once per AWS account and region (unless launched with --no-setup-permissions):  "
+                      "condor_annex -setup",
                       "and add workers:  condor_annex -count 1 -annex-name first-annex"]
         else:
             lines += ["then:  htcondor annex create --help   (HTCondor 24.11+: `htcondor annex`)"]
@@ -152,8 +154,9 @@ class SeedLaunch:
         self.report(f"preflight: account {identity['Account']}, {self.region}, newest seed {image_id} ({parameter})")
 
     def create_role(self) -> None:
-        seed_role.create_role(self.iam, self.name, self.tags(expiring=False))
-        self.report(f"IAM role {self.name} (iam/seed-instance-policy.json)")
+        setup = self.options.setup_permissions
+        seed_role.create_role(self.iam, self.name, self.tags(expiring=False), setup=setup)
+        self.report(f"IAM role {self.name} (iam/seed-instance-policy.json{'' if setup else ' without Setup…'})")
 
     def delete_role(self) -> None:
         seed_role.delete_role(self.iam, self.name)

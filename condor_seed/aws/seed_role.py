@@ -27,10 +27,19 @@ def name_for(launch_id: str) -> str:
     return f"condor-seed-{launch_id}"
 
 
-def create_role(iam, name: str, tags: dict[str, str]) -> None:
+def policy_document(setup: bool = True) -> str:
+    """The seed policy; without the `Setup…` statements when `condor_annex -setup` was already run
+    (they let the role create roles and pass them on: as good as administrator rights)."""
+    policy = json.loads(SEED_POLICY.read_text())
+    if not setup:
+        policy["Statement"] = [s for s in policy["Statement"] if not s["Sid"].startswith("Setup")]
+    return json.dumps(policy)
+
+
+def create_role(iam, name: str, tags: dict[str, str], setup: bool = True) -> None:
     iam.create_role(RoleName=name, Path=PATH, AssumeRolePolicyDocument=json.dumps(TRUST_EC2), Tags=tag_list(tags),
                     Description="condor-seed: condor_annex on a seed (iam/seed-instance-policy.json)")
-    iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=SEED_POLICY.read_text())
+    iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy_document(setup))
 
 
 def create_instance_profile(iam, name: str, tags: dict[str, str]) -> str:

@@ -94,6 +94,18 @@ def test_launch_starts_the_published_seed_with_role_group_and_imds(seeds):
     assert any("condor_annex -setup" in line for line in lines)
 
 
+def test_without_setup_permissions_the_role_cannot_create_roles(seeds):
+    launch = seeds.launch()
+    launch.options.setup_permissions = False
+    result = launch.run()
+    document = seeds.iam.get_role_policy(RoleName=result.instance_profile, PolicyName=seed_role.POLICY_NAME)["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    sids = [s["Sid"] for s in document["Statement"]]
+    assert "AnnexCreateAndStatus" in sids and not [sid for sid in sids if sid.startswith("Setup")]
+    assert not [a for s in document["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+                if a in ("iam:CreateRole", "iam:PutRolePolicy", "cloudformation:CreateStack")]
+
+
 def test_without_ssh_cidr_only_htcondor_is_open(seeds):
     result = seeds.launch(ssh_cidr=None, key_name=None).run()
     (group,) = seeds.state()["groups"]
