@@ -1,4 +1,4 @@
-"""Record the AWS calls a REAL `condor_annex` makes: -setup, -check-setup, an on-demand annex, -status.
+"""Record the AWS calls a REAL `condor_annex` makes: -setup, -check-setup, annexes, a lease update, -status.
 
 Debian's HTCondor (23.9.6, the last generation that ships `condor_annex` and `ec2_gahp`) runs in a
 chroot as an unprivileged user with key files, exactly as a login user on a seed would. In 23.9/24.0
@@ -42,7 +42,6 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 REGION = "us-east-1"
-ACCOUNT = "123456789012"
 USER = "alice"
 HOME = f"/home/{USER}"
 COLLECTOR_PORT = 9618
@@ -220,11 +219,11 @@ def make_certificate(workdir: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def start_emulator(cert: Path, key: Path, log_factory=ActionLog):
+def start_emulator(cert: Path, key: Path):
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
-    log = log_factory(DomainDispatcherApplication(create_backend_app))
+    log = ActionLog(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", 443, log, threaded=True,
                          request_handler=MotoRequestHandler, ssl_context=(str(cert), str(key)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
