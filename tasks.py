@@ -224,7 +224,7 @@ def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=N
     options.poll_interval = float(poll_interval) if poll_interval else options.poll_interval
     options.timeout = float(timeout) if timeout else options.timeout
     if access["ssh_cidr"] and is_anywhere(access["ssh_cidr"]):
-        progress(f"WARNING: SSH is open to the whole internet ({access['ssh_cidr']}), as asked")
+        reporter()(f"WARNING: SSH is open to the whole internet ({access['ssh_cidr']}), as asked")
     result = start(aws, loaded, options)
     print(f"{result.launch_id}\t{result.region}:{result.instance_id}\t{result.public_dns or result.public_ip}")
     for line in result.how_to_use():

@@ -18,17 +18,18 @@ from typing import Callable
 
 import botocore.exceptions
 
-from ..cli import progress
 from ..errors import PreflightError, SeedError
+from ..log import reporter
 from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..recipe import Recipe
 from . import instances, seed_network, seed_role
 from .build import new_build_id, utcnow
 from .catalog import ssm_value
+from .lifecycle import InstanceLifecycle, LaunchSpec
 from .preflight import identity_and_region
 from .session import Aws
 from .tags import BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, tag_dict, utc_iso
-from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, describe_image, error_code, state_reason
+from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, describe_image, error_code
 
 # The IMDS decision (README, "IMDS"): HTCondor's EC2 GAHP asks for the role's credentials without a
 # token (IMDSv1), so tokens stay optional; a hop limit of 1 still keeps the metadata service out of
@@ -36,7 +37,6 @@ from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, describe_image
 IMDS_FOR_CONDOR_ANNEX = {"HttpTokens": "optional", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1}
 SEED_ROLE = "seed"
 DEFAULT_LAUNCH_TIMEOUT = 10 * 60.0
-PROFILE_PROPAGATION = 120.0  # a new instance profile takes a few seconds to become usable by EC2
 
 
 class LaunchFailed(SeedError):
@@ -109,8 +109,6 @@ class SeedLaunch:
     options: LaunchOptions
     report: Callable[[str], None]
     image_id: str = ""
-    instance_id: str | None = None
-    group_id: str | None = None
     profile_arn: str = ""
     instance: dict = field(default_factory=dict)
 
@@ -123,6 +121,12 @@ class SeedLaunch:
         self.name = seed_role.name_for(self.launch_id)
         self.poller = Poller(interval=o.poll_interval, timeout=o.timeout, sleep=o.sleep, clock=o.clock,
                              report=self.report, report_every=o.report_every)
+        self.life = InstanceLifecycle(
+            self.ec2, self.launch_id, role="seed", poller=self.poller, report=self.report, tags=self.tags,
+            group_description=f"condor-seed {self.recipe.name} seed: HTCondor for annex workers, SSH from one CIDR",
+            group_name=self.name, ingress=seed_network.ingress_rules(o.collector_cidr, o.ssh_cidr))
+
+    instance_id = property(lambda self: self.life.instance_id)
 
     def tags(self, expiring: bool = True) -> dict[str, str]:
         tags = {NAME_TAG: f"condor-seed {self.recipe.name}", RECIPE_TAG: self.recipe.name, BUILD_ID_TAG: self.launch_id,
@@ -168,80 +172,45 @@ class SeedLaunch:
     def delete_profile(self) -> None:
         seed_role.delete_instance_profile(self.iam, self.name)
 
-    def create_group(self) -> None:
-        o = self.options
-        self.group_id = instances.create_security_group(
-            self.ec2, self.name, f"condor-seed {self.recipe.name} seed: HTCondor for annex workers, SSH from one CIDR",
-            self.tags())
-        self.ec2.authorize_security_group_ingress(GroupId=self.group_id,
-                                                  IpPermissions=seed_network.ingress_rules(o.collector_cidr, o.ssh_cidr))
-        ssh = f"22 from {o.ssh_cidr}" if o.ssh_cidr else "no SSH"
-        self.report(f"security group {self.group_id}: 9618 from {o.collector_cidr}, {ssh}")
-
-    def delete_group(self) -> None:
-        instances.delete_run_groups(self.ec2, self.launch_id, self.group_id, self.poller)
-        self.group_id = None
-
-    def launch(self) -> None:
-        instance_type = self.options.instance_type or self.recipe.instance_type
-
-        def attempt():
-            try:
-                return True, "launched", instances.launch_instance(
-                    self.ec2, image_id=self.image_id, instance_type=instance_type, group_id=self.group_id,
-                    tags=self.tags(), client_token=f"condor-seed-{self.launch_id}",
-                    metadata_options=IMDS_FOR_CONDOR_ANNEX, instance_profile_arn=self.profile_arn,
-                    key_name=self.options.key_name)
-            except botocore.exceptions.ClientError as exc:  # IAM is eventually consistent
-                if error_code(exc) == "InvalidParameterValue" and "iamInstanceProfile" in str(exc):
-                    return False, "instance profile not yet visible to EC2", None
-                raise
-
-        self.instance_id = self.poller.until(f"EC2 to accept instance profile {self.name}", attempt,
-                                             timeout=PROFILE_PROPAGATION)
-        self.report(f"seed {self.instance_id} ({instance_type}) launched from {self.image_id}")
-
-    def terminate(self) -> None:
-        ids = instances.terminate_run(self.ec2, self.launch_id, self.instance_id, self.poller)
-        if ids:
-            self.report(f"terminated {', '.join(ids)}")
+    def launch_spec(self) -> LaunchSpec:
+        return LaunchSpec(image_id=self.image_id, instance_type=self.options.instance_type or self.recipe.instance_type,
+                          client_token=f"condor-seed-{self.launch_id}", metadata_options=dict(IMDS_FOR_CONDOR_ANNEX),
+                          instance_profile_arn=self.profile_arn, key_name=self.options.key_name)
 
     def wait_running(self) -> None:
         def probe():
-            instance = instances.describe_instance(self.ec2, self.instance_id)
-            state = instance["State"]["Name"] if instance else "terminated"
+            state, reason = instances.instance_state(self.ec2, self.instance_id)
             if state not in ("pending", "running"):
-                reason = state_reason(instance) if instance else "instance vanished"
                 raise LaunchFailed(f"seed {self.instance_id} is {state}: {reason}")
-            return state == "running", f"instance {state}", instance
+            return state == "running", f"instance {state}", state
 
-        self.instance = self.poller.until(f"seed {self.instance_id} to run", probe)
+        self.poller.until(f"seed {self.instance_id} to run", probe)
+        self.instance = instances.describe_instance(self.ec2, self.instance_id)
 
     def keep(self) -> None:
         """A finished launch is no leftover: drop the expiry tag the janitor goes by."""
         volumes = [m["Ebs"]["VolumeId"] for m in self.instance.get("BlockDeviceMappings", []) if "Ebs" in m]
-        self.ec2.delete_tags(Resources=[self.instance_id, self.group_id, *volumes], Tags=[{"Key": EXPIRES_TAG}])
+        self.ec2.delete_tags(Resources=[self.instance_id, self.life.group_id, *volumes], Tags=[{"Key": EXPIRES_TAG}])
 
-    def run(self) -> LaunchResult:
+    def start(self) -> LaunchResult:
+        """Role, profile, group, instance; everything undone if any step fails or the run is interrupted."""
         with sigterm_as_interrupt():
             Pipeline(report=self.report).run([
                 Step("preflight", self.preflight),
                 Step("instance role", self.create_role, self.delete_role),
                 Step("instance profile", self.create_profile, self.delete_profile),
-                Step("security group", self.create_group, self.delete_group),
-                Step("launch", self.launch, self.terminate),
-                Step("wait for the seed to run", self.wait_running),
-                Step("keep", self.keep),
+                *self.life.steps(self.launch_spec, wait=Step("wait for the seed to run", self.wait_running),
+                                 while_up=[Step("keep", self.keep)], keep_running=True),
             ])
-        return LaunchResult(self.launch_id, self.region, self.image_id, self.instance_id, self.group_id, self.name,
-                            self.instance.get("PublicDnsName") or "", self.instance.get("PublicIpAddress") or "",
-                            self.options.key_name, self.recipe.annex_generation)
+        return LaunchResult(self.launch_id, self.region, self.image_id, self.instance_id, self.life.group_id,
+                            self.name, self.instance.get("PublicDnsName") or "",
+                            self.instance.get("PublicIpAddress") or "", self.options.key_name,
+                            self.recipe.annex_generation)
 
 
 def launch_seed(aws: Aws, recipe: Recipe, options: LaunchOptions,
                 report: Callable[[str], None] | None = None) -> LaunchResult:
-    report = report or (lambda message: progress(message, prefix=f"[launch {recipe.name}] "))
-    return SeedLaunch(aws, recipe, options, report).run()
+    return SeedLaunch(aws, recipe, options, report or reporter(f"[launch {recipe.name}] ")).start()
 
 
 # -------------------------------------------------------------------- --terminate
@@ -265,7 +234,7 @@ def find_launches(aws: Aws, region: str) -> set[str]:
 def terminate_seeds(aws: Aws, region: str, launch_id: str | None = None, report: Callable[[str], None] | None = None,
                     poller: Poller | None = None) -> list[str]:
     """Remove the seeds launched in `region` (or only `launch_id`): instance, group, profile, role."""
-    report = report or (lambda message: progress(message, prefix="[launch-seed] "))
+    report = report or reporter("[launch-seed] ")
     identity_and_region(aws, region)
     ec2, iam = aws.ec2(region), aws.client("iam", region)
     poller = poller or Poller(timeout=900, report=report)

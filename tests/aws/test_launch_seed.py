@@ -67,7 +67,7 @@ def seeds(aws_env):
 
 
 def test_launch_starts_the_published_seed_with_role_group_and_imds(seeds):
-    result = seeds.launch().run()
+    result = seeds.launch().start()
     state = seeds.state()
     (instance,) = state["instances"]
     assert instance["InstanceId"] == result.instance_id and instance["ImageId"] == seeds.image_id
@@ -97,7 +97,7 @@ def test_launch_starts_the_published_seed_with_role_group_and_imds(seeds):
 def test_without_setup_permissions_the_role_cannot_create_roles(seeds):
     launch = seeds.launch()
     launch.options.setup_permissions = False
-    result = launch.run()
+    result = launch.start()
     document = seeds.iam.get_role_policy(RoleName=result.instance_profile, PolicyName=seed_role.POLICY_NAME)["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
     sids = [s["Sid"] for s in document["Statement"]]
@@ -107,7 +107,7 @@ def test_without_setup_permissions_the_role_cannot_create_roles(seeds):
 
 
 def test_without_ssh_cidr_only_htcondor_is_open(seeds):
-    result = seeds.launch(ssh_cidr=None, key_name=None).run()
+    result = seeds.launch(ssh_cidr=None, key_name=None).start()
     (group,) = seeds.state()["groups"]
     assert [p["FromPort"] for p in group["IpPermissions"]] == [9618]
     assert "no SSH" in result.how_to_use()[0]
@@ -119,7 +119,7 @@ def test_instance_dying_at_start_leaves_nothing(seeds):
 
     seeds.on("after-call.ec2.RunInstances", kill_it)
     with pytest.raises(LaunchFailed, match="is (shutting-down|terminated)"):
-        seeds.launch().run()
+        seeds.launch().start()
     assert seeds.state() == {}
     assert any("undoing what this run created" in line for line in seeds.reports)
 
@@ -130,7 +130,7 @@ def test_ctrl_c_after_the_security_group_leaves_nothing(seeds):
 
     seeds.on("after-call.ec2.AuthorizeSecurityGroupIngress", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        seeds.launch().run()
+        seeds.launch().start()
     assert seeds.state() == {}
 
 
@@ -146,7 +146,7 @@ def test_launch_waits_for_the_new_instance_profile(seeds):
                 "RunInstances")
 
     seeds.on("before-call.ec2.RunInstances", not_yet)
-    result = seeds.launch().run()
+    result = seeds.launch().start()
     assert refusals and result.instance_id
     assert len(seeds.state()["instances"]) == 1
 
@@ -154,18 +154,18 @@ def test_launch_waits_for_the_new_instance_profile(seeds):
 def test_no_published_seed_fails_before_creating_anything(seeds):
     boto3.client("ssm", region_name=REGION).delete_parameter(Name=seeds.recipe.ssm_parameter())
     with pytest.raises(PreflightError, match="no published rhel9-x86_64 seed"):
-        seeds.launch().run()
+        seeds.launch().start()
     assert seeds.state() == {}
 
 
 def test_unknown_key_pair_fails_before_creating_anything(seeds):
     with pytest.raises(PreflightError, match="no such key pair"):
-        seeds.launch(key_name="nokey").run()
+        seeds.launch(key_name="nokey").start()
     assert seeds.state() == {}
 
 
 def test_terminate_removes_everything_and_is_idempotent(seeds):
-    first, second = seeds.launch().run(), seeds.launch(ssh_cidr=None, key_name=None).run()
+    first, second = seeds.launch().start(), seeds.launch(ssh_cidr=None, key_name=None).start()
     # and what a SIGKILLed launch leaves behind: a role and profile without instance
     orphan = "seed-20260101T000000Z-0000dead"
     tags = {"condor-seed:build-id": orphan, seed_role.REGION_TAG: REGION}
@@ -181,7 +181,7 @@ def test_terminate_removes_everything_and_is_idempotent(seeds):
 
 
 def test_terminate_leaves_other_regions_alone(seeds):
-    seeds.launch().run()
+    seeds.launch().start()
     assert terminate_seeds(Aws(session=seeds.session), "us-west-2", report=seeds.reports.append) == []
     assert len(seeds.state()["instances"]) == 1
 
