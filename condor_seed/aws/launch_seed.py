@@ -24,7 +24,7 @@ from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..recipe import Recipe
 from . import instances, seed_network, seed_role
 from .build import new_build_id, utcnow
-from .catalog import ssm_value
+from .catalog import aws_errors, ssm_value
 from .lifecycle import InstanceLifecycle, LaunchSpec
 from .preflight import identity_and_region
 from .session import Aws
@@ -194,7 +194,7 @@ class SeedLaunch:
 
     def start(self) -> LaunchResult:
         """Role, profile, group, instance; everything undone if any step fails or the run is interrupted."""
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), aws_errors(f"launch-seed {self.recipe.name} in {self.region}", LaunchFailed):
             Pipeline(report=self.report).run([
                 Step("preflight", self.preflight),
                 Step("instance role", self.create_role, self.delete_role),
@@ -246,7 +246,7 @@ def terminate_seeds(aws: Aws, region: str, launch_id: str | None = None, report:
         return []
     for launch in launches:
         name = seed_role.name_for(launch)
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), aws_errors(f"launch-seed --terminate {launch}"):
             ids = instances.terminate_run(ec2, launch, None, poller)
             groups = instances.delete_run_groups(ec2, launch, None, poller)
             seed_role.delete_instance_profile(iam, name)

@@ -124,6 +124,18 @@ def test_instance_dying_at_start_leaves_nothing(seeds):
     assert any("undoing what this run created" in line for line in seeds.reports)
 
 
+def test_refused_launch_is_one_line_and_leaves_nothing(seeds):
+    def refuse(**kwargs):  # e.g. an account policy that only allows HttpTokens=required
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized to perform this operation."}},
+            "RunInstances")
+
+    seeds.on("before-call.ec2.RunInstances", refuse)
+    with pytest.raises(LaunchFailed, match="AWS refused RunInstances: UnauthorizedOperation"):
+        seeds.launch().start()
+    assert seeds.state() == {}
+
+
 def test_ctrl_c_after_the_security_group_leaves_nothing(seeds):
     def interrupt(**kwargs):
         raise KeyboardInterrupt
