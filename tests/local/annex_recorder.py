@@ -20,9 +20,8 @@ What cannot exist here and stands in (each said where it is done):
 
 Re-record (as root, from the checkout; ROOT is a tree with Debian's htcondor, e.g. the unpacked local
 seed image):
-    flock /tmp/condor-seed-local-pool.lock unshare --net \
-        python3 tests/local/annex_recorder.py ROOT /tmp/annex.json iam/seed-instance-calls.json
-(the collector it starts lives in the private namespace, the lock is the shared-machine rule.)
+    unshare --net python3 tests/local/annex_recorder.py ROOT /tmp/annex.json iam/seed-instance-calls.json
+(the collector it starts lives in the private namespace: nothing touches the host's loopback.)
 """
 from __future__ import annotations
 
