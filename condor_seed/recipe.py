@@ -43,7 +43,8 @@ SCHEMA: dict[str, Any] = _obj(
         "os": _obj(
             {
                 "family": {"enum": ["rhel", "debian"]},
-                "version": {"type": "string", "pattern": r"^\d+$"},
+                # Debian's unstable suite (sid) never gets a number.
+                "version": {"type": "string", "pattern": r"^(\d+|unstable)$"},
                 "codename": _str,
             },
             ["family", "version"],
@@ -63,8 +64,10 @@ SCHEMA: dict[str, Any] = _obj(
                 "channel": {"type": "string", "pattern": r"^(\d+\.(\d+|x)|current|debian)$"},
                 "version": {"type": "string", "pattern": VERSION_RE},
                 "repo_base": {"type": "string", "pattern": r"^https://"},
+                # the distribution's package name: `condor` (HTCondor's RPMs, Debian sid), `htcondor` (Debian 13)
+                "package": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.+-]+$"},
             },
-            ["channel", "version", "repo_base"],
+            ["channel", "version", "repo_base", "package"],
         ),
         "network": _obj({"interface": _str, "condor_host": _str}, ["interface", "condor_host"]),
         "pool": _obj(
@@ -211,6 +214,19 @@ class Recipe:
     def supports_idtokens(self) -> bool:
         return self.htcondor_version >= (9, 0)
 
+    @property
+    def auth_methods(self) -> dict[str, list[str]]:
+        """Authentication methods the seed offers per permission level (DAEMON, NEGOTIATOR, CLIENT).
+
+        Annex nodes prove pool membership with the pool password or a token. For `htcondor annex`
+        the login user's `condor_token_fetch` (what `htcondor annex create` runs first) is a
+        DAEMON-level command, so DAEMON also offers FS: it proves only a local user (the client must
+        create a file in the seed's own /tmp), never a client on another machine.
+        """
+        pool = ["IDTOKENS", "PASSWORD"] if self.supports_idtokens else ["PASSWORD"]
+        daemon = ["FS", *pool] if self.annex_generation == "htcondor-annex" else pool
+        return {"DAEMON": daemon, "NEGOTIATOR": pool, "CLIENT": ["FS", *pool]}
+
     def context(self, **extra: Any) -> dict[str, Any]:
         """Template context: the recipe's data plus derived facts."""
         ctx = copy.deepcopy(self.data)
@@ -218,6 +234,7 @@ class Recipe:
             recipe=self.name,
             annex_generation=self.annex_generation,
             supports_idtokens=self.supports_idtokens,
+            auth_methods=self.auth_methods,
         )
         ctx.update(extra)
         return ctx

@@ -88,9 +88,14 @@ def check_condor_config(recipe: Recipe, values: dict, report: Report, public_ip:
     report.check("seed runs no STARTD", "STARTD" not in daemons, f"DAEMON_LIST = {values['DAEMON_LIST']}")
     for knob in EXPECTED_REQUIRED:
         report.check(f"{knob} = REQUIRED", (values[knob] or "").upper() == "REQUIRED", f"got {values[knob]!r}")
-    wanted = ["IDTOKENS", "PASSWORD"] if recipe.supports_idtokens else ["PASSWORD"]
-    for knob in ("SEC_DAEMON_AUTHENTICATION_METHODS", "SEC_NEGOTIATOR_AUTHENTICATION_METHODS"):
+    for level in ("DAEMON", "NEGOTIATOR"):
+        knob, wanted = f"SEC_{level}_AUTHENTICATION_METHODS", recipe.auth_methods[level]
         report.check(f"{knob} = {', '.join(wanted)}", _words(values[knob]) == wanted, f"got {values[knob]!r}")
+        # Methods that would let a client on another machine in without the pool's secrets.
+        weak = set(_words(values[knob])) & {"FS_REMOTE", "CLAIMTOBE", "ANONYMOUS"}
+        report.check(f"{knob} proves no remote client without a secret", not weak, f"offers {sorted(weak)}")
+    report.check("the negotiator is never local: no FS", "FS" not in _words(values["SEC_NEGOTIATOR_AUTHENTICATION_METHODS"]),
+                 f"got {values['SEC_NEGOTIATOR_AUTHENTICATION_METHODS']!r}")
     client = _words(values["SEC_CLIENT_AUTHENTICATION_METHODS"])
     report.check("client methods include FS and PASSWORD", {"FS", "PASSWORD"} <= set(client), f"got {client}")
     report.check("ALLOW_DAEMON admits condor_pool@*", "condor_pool@*" in _words(values["ALLOW_DAEMON"]),

@@ -33,7 +33,10 @@ OUT_DIR = PROJECT_DIR / "out"
 BUILD_HELPERS = {
     "usr/sbin/policy-rc.d": ("#!/bin/sh\nexit 101\n", 0o755),
     "etc/dpkg/dpkg.cfg.d/zz-condor-seed-bake": ("force-unsafe-io\n", 0o644),
-    "etc/apt/apt.conf.d/zz-condor-seed-bake": ('Acquire::Languages "none";\n', 0o644),
+    # The mirror may serve a suite whose Release file looks expired against this clock (sid's
+    # Valid-Until is a week); the bake's apt-get update must still read it. Local builds only.
+    "etc/apt/apt.conf.d/zz-condor-seed-bake": ('Acquire::Languages "none";\nAcquire::Check-Valid-Until "false";\n',
+                                               0o644),
     # A seed needs no manuals or translations: a smaller image packs, scans and boots faster.
     "etc/dpkg/dpkg.cfg.d/zz-condor-seed-nodoc": (
         "path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n"

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import jinja2
 
+from ..errors import SeedError
 from ..paths import TEMPLATES_DIR
-from .chroot import BASE_ENV, kill_processes_in, run_in, signals_deferred
+from .chroot import BASE_ENV, chroot_argv, kill_processes_in, run_in, signals_deferred
+
+
+LOGIN_USER = "alice"  # the scientist's unprivileged account on the seed
+
+
+class SmokeTestFailed(SeedError):
+    """The seed booted from the image does not behave as a pool's central manager and submit node."""
 
 
 def wait_for(what: str, check, timeout: float, interval: float = 0.25):
@@ -46,19 +54,21 @@ class Pool:
         self.masters: dict[str, subprocess.Popen] = {}
 
     def condor(self, args: list[str], user: str | None = None, config: str | None = None,
-               input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        env = {"CONDOR_CONFIG": config} if config else {}
+               input: str | None = None, timeout: float = 60, elsewhere: bool = False,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run an HTCondor tool in the tree (as `user`; `elsewhere`: as if from another machine)."""
+        env = {**({"CONDOR_CONFIG": config} if config else {}), **(env or {})}
         if user:
             args = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
                     "env", f"HOME=/home/{user}", f"USER={user}", *args]
         return run_in(self.root, args, env=env, check=False, capture_output=True, text=True, input=input,
-                      timeout=timeout)
+                      timeout=timeout, elsewhere=elsewhere)
 
-    def start_master(self, name: str, config: str | None = None) -> None:
+    def start_master(self, name: str, config: str | None = None, elsewhere: bool = False) -> None:
         env = {**BASE_ENV, **({"CONDOR_CONFIG": config} if config else {})}
         with open(self.log_dir / f"master-{name}.out", "w") as out:
             # A new session: Ctrl-C reaches us, and we stop the daemons in order.
-            self.masters[name] = subprocess.Popen(["chroot", str(self.root), "/usr/sbin/condor_master", "-f"],
+            self.masters[name] = subprocess.Popen(chroot_argv(self.root, ["/usr/sbin/condor_master", "-f"], elsewhere),
                                                   env=env, stdout=out, stderr=subprocess.STDOUT,
                                                   start_new_session=True)
 
@@ -79,16 +89,27 @@ class Pool:
                         p.wait()
             kill_processes_in(self.root)
 
+    def lay_out_worker(self, name: str, address: str, port: int, config_file: str, config: str) -> str:
+        """An execute node's /etc/NAME (base config + `config` as config.d/`config_file`) and
+        /var/lib/NAME; returns its CONDOR_CONFIG path."""
+        etc = self.root / "etc" / name
+        write(etc / "condor_config", render_local("annex-worker-base.config.j2", name=name, address=address, port=port))
+        write(etc / "config.d" / config_file, config)
+        dirs = " ".join(f"/var/lib/{name}/{d}" for d in ("log", "spool", "execute", "lock", "run", "cred_dir"))
+        run_in(self.root, ["sh", "-c", f"mkdir -p {dirs} && chown -R condor:condor /var/lib/{name} "
+                                       f"&& chmod 0700 /var/lib/{name}/cred_dir"], capture_output=True)
+        return f"/etc/{name}/condor_config"
+
     def add_worker(self, name: str, address: str, port: int, collector: str, kind: str,
                    password_from: Path | None = None, token: str | None = None) -> str:
-        """Lay out an annex worker's /etc/NAME and /var/lib/NAME; returns its CONDOR_CONFIG path.
+        """Lay out a gen-1 annex worker (condor_annex's config); returns its CONDOR_CONFIG path.
 
         kind: "password" (a copy of the seed's pool password), "wrong-password" (its own), "token".
         """
         etc = self.root / "etc" / name
-        write(etc / "condor_config", render_local("annex-worker-base.config.j2", name=name, address=address, port=port))
         template = "annex-token.config.j2" if kind == "token" else "annex-password.config.j2"
-        write(etc / "config.d/00ec2-dynamic.config", render_local(template, name=name, collector=collector))
+        config = self.lay_out_worker(name, address, port, "00ec2-dynamic.config",
+                                     render_local(template, name=name, collector=collector))
         password = etc / "config.d/password_file.pl"
         if kind == "password":
             shutil.copyfile(password_from, password)
@@ -100,7 +121,4 @@ class Pool:
         elif kind == "token":
             write(etc / "tokens.d/pool", token, 0o600)
             (etc / "tokens.d").chmod(0o700)
-        dirs = " ".join(f"/var/lib/{name}/{d}" for d in ("log", "spool", "execute", "lock", "run", "cred_dir"))
-        run_in(self.root, ["sh", "-c", f"mkdir -p {dirs} && chown -R condor:condor /var/lib/{name} "
-                                       f"&& chmod 0700 /var/lib/{name}/cred_dir"], capture_output=True)
-        return f"/etc/{name}/condor_config"
+        return config

@@ -17,18 +17,18 @@ from pathlib import Path
 
 from .. import manifest
 from ..log import progress
-from ..errors import SeedError
 from ..imds import ImdsEmulator
 from ..recipe import Recipe
 from ..render import IMAGE_PATHS, MARKERS
 from . import rootfs
 from .build import LOCAL_BUILDER, OUT_DIR
 from .chroot import mounted, run_in
-from .pool import Pool, render_local, wait_for, write
+from .annex_gen2 import check_htcondor_annex
+from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
 from .workarea import work_area
 
 EMULATED_PUBLIC_IP = "127.0.0.2"  # reaches the seed on this host: HTCondor binds all interfaces
-JOB_USER = "alice"
+SEED_FQDN = f"{os.uname().nodename}.condor-seed.test"  # the .test domain is reserved: never a real host
 WORKERS = {  # name: (address, shared port, kind)
     "annex-worker": ("127.0.0.3", 9619, "password"),
     "token-worker": ("127.0.0.5", 9621, "token"),
@@ -48,10 +48,6 @@ should_transfer_files = YES
 +MayUseAWS = TRUE
 queue
 """
-
-
-class SmokeTestFailed(SeedError):
-    """The seed booted from the image does not behave as a pool's central manager and submit node."""
 
 
 @dataclass
@@ -116,9 +112,8 @@ def _workers_join(root: Path, pool: Pool, recipe: Recipe, result: SmokeResult) -
     password = root / recipe.pool_password_file.lstrip("/")
     for name, (address, port, kind) in WORKERS.items():
         config = pool.add_worker(name, address, port, collector, kind, password_from=password, token=token.stdout)
-        pool.start_master(name, config)
-    host = os.uname().nodename
-    wanted = {f"slot1@annex-worker@{host}", f"slot1@token-worker@{host}"}
+        pool.start_master(name, config, elsewhere=True)
+    wanted = {f"slot1@annex-worker@{SEED_FQDN}", f"slot1@token-worker@{SEED_FQDN}"}
 
     def joined():
         listed = set(pool.condor(["condor_status", "-af", "Name"]).stdout.split())
@@ -129,25 +124,30 @@ def _workers_join(root: Path, pool: Pool, recipe: Recipe, result: SmokeResult) -
     result.passed("annex workers joined (pool password; IDTOKEN)", ", ".join(sorted(listed)))
 
 
-def _job_runs(root: Path, pool: Pool, result: SmokeResult) -> None:
+def _login_user(root: Path) -> None:
+    """The scientist's unprivileged account on the seed."""
+    if not (root / "home" / LOGIN_USER).exists():
+        run_in(root, ["useradd", "-m", "-s", "/bin/sh", LOGIN_USER], capture_output=True)
+
+
+def _job_runs(pool: Pool, result: SmokeResult, submit_text: str = JOB_SUBMIT,
+              slot: str = r"slot1_\d+@(annex|token)-worker@", where: str = "ran on an annex worker") -> None:
+    """The login user submits a job; it must run on a slot matching `slot` and write the right output."""
     start = time.monotonic()
-    if not (root / "home" / JOB_USER).exists():
-        run_in(root, ["useradd", "-m", "-s", "/bin/sh", JOB_USER], capture_output=True)
-    job = root / "home" / JOB_USER / "job"
+    job = pool.root / "home" / LOGIN_USER / "job"
     write(job / "job.sh", JOB_SCRIPT, 0o755)
-    write(job / "job.sub", JOB_SUBMIT)
-    run_in(root, ["chown", "-R", f"{JOB_USER}:{JOB_USER}", f"/home/{JOB_USER}/job"])
-    submit = pool.condor(["sh", "-c", "cd ~/job && condor_submit job.sub"], user=JOB_USER)
+    write(job / "job.sub", submit_text)
+    run_in(pool.root, ["chown", "-R", f"{LOGIN_USER}:{LOGIN_USER}", f"/home/{LOGIN_USER}/job"])
+    submit = pool.condor(["sh", "-c", "cd ~/job && condor_submit job.sub"], user=LOGIN_USER)
     if submit.returncode:
-        raise SmokeTestFailed(f"condor_submit as {JOB_USER} failed: {(submit.stdout + submit.stderr).strip()}")
+        raise SmokeTestFailed(f"condor_submit as {LOGIN_USER} failed: {(submit.stdout + submit.stderr).strip()}")
     log = job / "job.log"
     wait_for("the job to finish", lambda: log.exists() and "Job terminated" in log.read_text(), 120)
     output = (job / "out.txt").read_text()
-    if not re.search(rf"^user={JOB_USER} slot=slot1_\d+@(annex|token)-worker@", output, re.M) \
-            or "args=one two" not in output:
+    if not re.search(rf"^user={LOGIN_USER} slot={slot}", output, re.M) or "args=one two" not in output:
         raise SmokeTestFailed(f"unexpected job output: {output!r}")
     result.timings["job round trip"] = time.monotonic() - start
-    result.passed(f"job by unprivileged user {JOB_USER} ran on an annex worker", output.splitlines()[0])
+    result.passed(f"job by unprivileged user {LOGIN_USER} {where}", output.splitlines()[0])
 
 
 def _wrong_secret_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
@@ -165,16 +165,22 @@ def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult
     root = work / "rootfs"
     rootfs.unpack_image(image, root)
     # Instance facts the cloud provides, not part of the image.
-    write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{os.uname().nodename}\n")
+    # A cloud instance's name is fully qualified; HTCondor finds a daemon by a dotless name only
+    # through DNS (get_fqdn_from_hostname), which a pilot needs to attach to the seed's schedd.
+    write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{SEED_FQDN}\t{os.uname().nodename}\n")
     write(root / "etc/condor/config.d/90-instance.config", render_local("seed-instance.config.j2"))
     with mounted(root) as root, ImdsEmulator(public_ip=EMULATED_PUBLIC_IP) as imds:
         pool = Pool(root, work)
         try:
             _boot(root, pool, imds.url, result)
             _check_forwarding(pool, result)
-            _workers_join(root, pool, recipe, result)
-            _job_runs(root, pool, result)
-            _wrong_secret_refused(root, pool, result)
+            _login_user(root)
+            if recipe.annex_generation == "htcondor-annex":
+                check_htcondor_annex(pool, lambda *job: _job_runs(pool, result, *job), result)
+            else:
+                _workers_join(root, pool, recipe, result)
+                _job_runs(pool, result)
+                _wrong_secret_refused(root, pool, result)
         finally:
             t = time.monotonic()
             pool.stop()

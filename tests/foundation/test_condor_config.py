@@ -43,6 +43,41 @@ def test_htcondor_annex_generation_adds_ap_collector(tmp_path):
     assert v["ANNEX_COLLECTOR"].endswith("?sock=ap_collector")
 
 
+def test_htcondor_annex_generation_offers_fs_to_local_users_at_daemon_level(tmp_path):
+    """`htcondor annex create` runs condor_token_fetch as the login user, a DAEMON-level command:
+    FS must be offered there (issue 11); never for the negotiator, never FS_REMOTE/CLAIMTOBE/ANONYMOUS."""
+    _, v = _values(tmp_path / "25", "rhel9-x86_64-htcondor25")
+    assert v["SEC_DAEMON_AUTHENTICATION_METHODS"] == "FS, IDTOKENS, PASSWORD"
+    assert v["SEC_NEGOTIATOR_AUTHENTICATION_METHODS"] == "IDTOKENS, PASSWORD"
+    _, v24 = _values(tmp_path / "24", "rhel9-x86_64")
+    assert "FS" not in v24["SEC_DAEMON_AUTHENTICATION_METHODS"], "gen-1 seeds are unchanged"
+
+
+def test_checks_catch_a_remote_method_at_daemon_level(tmp_path):
+    recipe = load_recipe("rhel9-x86_64-htcondor25")
+    config_dir = staged_config_dir(render(recipe), tmp_path)
+    (tmp_path / "rootfs/etc/condor/condor-seed-runtime.config").write_text(f"TCP_FORWARDING_HOST = {EMULATED_PUBLIC_IP}\n")
+    (config_dir / "50-weaker.config").write_text("SEC_DAEMON_AUTHENTICATION_METHODS = FS, FS_REMOTE, IDTOKENS, PASSWORD\n")
+    report = Report(recipe.name)
+    check_condor_config(recipe, effective_params(config_dir, QUERIED, extra=base_security(recipe)), report,
+                        EMULATED_PUBLIC_IP)
+    failed = {name for name, ok, _ in report.checks if not ok}
+    assert failed == {"SEC_DAEMON_AUTHENTICATION_METHODS = FS, IDTOKENS, PASSWORD",
+                      "SEC_DAEMON_AUTHENTICATION_METHODS proves no remote client without a secret"}
+
+
+@pytest.mark.parametrize("local, ec2", [("debian-sid-local", "rhel9-x86_64-htcondor25"),
+                                        ("debian13-local", "rhel9-x86_64")])
+def test_local_recipe_configures_what_its_ec2_recipe_does(local, ec2):
+    """One place decides what a seed configures (the HTCondor version): the local recipe that proves
+    an EC2 recipe on real daemons renders the same files, apart from the loopback network snippet."""
+    local_files = {f.path: f.content for f in render(load_recipe(local)).image_files}
+    ec2_files = {f.path: f.content for f in render(load_recipe(ec2)).image_files}
+    assert local_files.keys() == ec2_files.keys()
+    differ = {path for path in local_files if local_files[path] != ec2_files[path]}
+    assert differ == {"/etc/condor/config.d/10-seed-network.config"}
+
+
 def test_local_recipe_binds_loopback(tmp_path):
     _, v = _values(tmp_path, "debian13-local")
     assert v["NETWORK_INTERFACE"] == "127.0.0.1" and v["COLLECTOR_HOST"] == "127.0.0.1:9618"

@@ -13,7 +13,7 @@ from condor_seed.errors import RecipeError
 from condor_seed.paths import PROJECT_DIR, RECIPES_DIR
 from condor_seed.recipe import available_recipes, load_recipe, load_recipes
 
-SHIPPED = ["rhel9-x86_64", "rhel9-arm64", "rhel8-x86_64", "debian13-local"]
+SHIPPED = ["rhel9-x86_64", "rhel9-arm64", "rhel8-x86_64", "debian13-local", "debian-sid-local"]
 
 
 def test_required_recipes_ship_and_load():
@@ -23,6 +23,9 @@ def test_required_recipes_ship_and_load():
     assert recipes["rhel9-arm64"].architecture == "arm64"
     assert recipes["rhel8-x86_64"].os_version == "8"
     assert recipes["debian13-local"].target == "local"
+    sid = recipes["debian-sid-local"]
+    assert (sid.target, sid.data["os"]["codename"], sid.data["htcondor"]["package"]) == ("local", "sid", "condor")
+    assert sid.annex_generation == "htcondor-annex" and recipes["debian13-local"].data["htcondor"]["package"] == "htcondor"
     # shared defaults come from defaults.yaml, not from copies in each recipe
     for name in SHIPPED:
         assert "root_volume" not in yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())

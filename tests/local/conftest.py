@@ -49,14 +49,24 @@ def invoke_fixture():
     return invoke
 
 
-@pytest.fixture(scope="session")
-def local_out(tmp_path_factory):
-    """One real local build shared by the tests that only read its result."""
+def _build(tmp_path_factory, *recipe_args: str):
     if _missing():
         if os.environ.get("CONDOR_SEED_REQUIRE_ROOT") == "1":
             pytest.fail(f"CONDOR_SEED_REQUIRE_ROOT=1 but the local target {_missing()}")
         pytest.skip(f"local target: {_missing()}")
     out = tmp_path_factory.mktemp("local-out")
-    proc = invoke("build-seed", "--target", "local", "--out", str(out), timeout=900)
+    proc = invoke("build-seed", "--target", "local", *recipe_args, "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def local_out(tmp_path_factory):
+    """One real local build (the default recipe, debian13-local) shared by the tests that only read its result."""
+    return _build(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sid_out(tmp_path_factory):
+    """One real local build of debian-sid-local (HTCondor 25.x, `htcondor annex`)."""
+    return _build(tmp_path_factory, "--recipe", "debian-sid-local")

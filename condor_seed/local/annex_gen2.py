@@ -1,0 +1,161 @@
+"""Smoke checks for a gen-2 seed (HTCondor 24.11+, `htcondor annex`), as a scientist meets them.
+
+What `htcondor annex create` does first, and what its pilot does on the node it lands on, taken
+from HTCondor's own source (v25.0.x: src/condor_tools/htcondor_cli/annex_create.py and
+src/condor_scripts/annex/spark.sh):
+
+* as the login user, `condor_token_fetch -key $(ANNEX_TOKEN_KEY_NAME) -authz READ -authz
+  ADVERTISE_STARTD -authz ADVERTISE_MASTER -authz WRITE`: a token for that user, signed by the AP
+  collector's key;
+* the pilot reports to the seed's annex collector (ANNEX_COLLECTOR, `?sock=ap_collector`) with that
+  token and attaches directly to the seed's schedd; the user's jobs with a TargetAnnexName run there;
+* a pilot whose token was signed by any other key is refused.
+
+Every annex node runs "elsewhere": its own /tmp, so FS cannot vouch for it as it would for a
+process on the seed itself. The same holds for `_fs_is_local_only`, which proves that the FS method
+the seed offers its login users gives a client on another machine nothing.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
+
+ANNEX_NAME = "my-annex"
+# name: (address, kind) -- "own" holds the user's token, "foreign-key" one signed by another key
+PILOTS = {"annex-pilot": ("127.0.0.6", "own"), "rogue-pilot": ("127.0.0.7", "foreign-key")}
+# The annex command's own token request (annex_create.py, create_annex_token).
+TOKEN_AUTHZ = ["READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER", "WRITE"]
+ANNEX_SUBMIT = f"""\
+executable = job.sh
+arguments = one two
+output = out.txt
+error = err.txt
+log = job.log
+should_transfer_files = YES
+# what `htcondor job submit --annex-name {ANNEX_NAME}` adds
+MY.TargetAnnexName = "{ANNEX_NAME}"
+queue
+"""
+
+
+def _config_val(pool: Pool, knob: str, user: str | None = None) -> str:
+    return pool.condor(["condor_config_val", knob], user=user).stdout.strip()
+
+
+def _token_fetch(pool: Pool, key: str, token_name: str, elsewhere: bool = False):
+    args = ["condor_token_fetch", "-lifetime", "3600", "-token", token_name, "-key", key]
+    for authz in TOKEN_AUTHZ:
+        args += ["-authz", authz]
+    return pool.condor(args, user=LOGIN_USER, elsewhere=elsewhere)
+
+
+def _ping_table(pool: Pool, levels: list[str], elsewhere: bool) -> dict[str, str]:
+    """condor_ping -table against the seed's schedd as the login user: {level: its row}."""
+    ping = pool.condor(["condor_ping", "-type", "schedd", "-table", *levels], user=LOGIN_USER, elsewhere=elsewhere)
+    rows = {line.split()[0]: line for line in ping.stdout.splitlines() if line.split()[:1] and line.split()[0] in levels}
+    if set(rows) != set(levels):
+        raise SmokeTestFailed(f"condor_ping -table gave no row for {sorted(set(levels) - set(rows))}: {ping.stdout}")
+    return rows
+
+
+def _fs_is_local_only(pool: Pool, key: str, result) -> None:
+    """FS (offered at DAEMON level for the token request) proves a login user on the seed and nobody
+    else: from another machine the same user gets no token and no access above READ."""
+    remote = _token_fetch(pool, key, "from-elsewhere", elsewhere=True)
+    said = (remote.stdout + remote.stderr).strip()
+    if remote.returncode == 0 or "AUTHENTICATE" not in said:
+        raise SmokeTestFailed(f"condor_token_fetch from another machine was not refused at authentication: {said}")
+    higher = ["DAEMON", "ADVERTISE_STARTD", "ADVERTISE_SCHEDD", "NEGOTIATOR", "ADMINISTRATOR"]
+    rows = _ping_table(pool, ["READ", *higher], elsewhere=True)
+    if " ALLOW " not in f"{rows['READ']} ":  # the schedd answered: the refusals below are its own
+        raise SmokeTestFailed(f"a client on another machine cannot even READ: {rows['READ']!r}")
+    granted = [" ".join(rows[level].split()) for level in higher if " ALLOW " in f"{rows[level]} "]
+    if granted:
+        raise SmokeTestFailed(f"a client on another machine was granted: {granted}")
+    result.passed("FS proves local users only: from another machine no token and nothing above READ",
+                  said.splitlines()[-1][:100])
+
+
+def _fetch_annex_token(pool: Pool, key: str, result) -> tuple[str, str]:
+    """What `htcondor annex create` runs first, as the login user; returns the token and its identity."""
+    token_name = f"{ANNEX_NAME}.{LOGIN_USER}@{_config_val(pool, 'ANNEX_TOKEN_DOMAIN')}"
+    fetched = _token_fetch(pool, key, token_name)
+    token = pool.root / "home" / LOGIN_USER / ".condor/tokens.d" / token_name
+    if fetched.returncode or not token.exists():
+        raise SmokeTestFailed(f"condor_token_fetch as {LOGIN_USER} failed: {(fetched.stdout + fetched.stderr).strip()}")
+    identity = re.search(r'"sub":"([^"]+)"', pool.condor(["condor_token_list"], user=LOGIN_USER).stdout)
+    if not identity or not identity.group(1).startswith(f"{LOGIN_USER}@"):
+        raise SmokeTestFailed(f"the annex token is not for {LOGIN_USER}: {identity and identity.group(1)}")
+    result.passed(f"condor_token_fetch as login user {LOGIN_USER} (key {key})", f"token for {identity.group(1)}")
+    return token.read_text(), identity.group(1)
+
+
+def _foreign_token(pool: Pool, identity: str, key: str) -> str:
+    """A token for the same user and key name, signed by a key the seed never had."""
+    keys = "/root/foreign-keys"
+    pool.condor(["sh", "-c", f"mkdir -p -m 0700 {keys} && head -c 32 /dev/urandom | base64 > {keys}/{key}.in && "
+                             f"condor_store_cred add -c -f {keys}/{key} -i {keys}/{key}.in && rm {keys}/{key}.in"])
+    made = pool.condor(["condor_token_create", "-identity", identity, "-key", key],
+                       env={"_CONDOR_SEC_PASSWORD_DIRECTORY": keys})
+    if made.returncode:
+        raise SmokeTestFailed(f"could not make the foreign-key token: {made.stderr.strip()}")
+    return made.stdout
+
+
+def _start_pilot(pool: Pool, name: str, address: str, token: str, collector: str, schedd: str, host: str) -> None:
+    config = render_local("annex-pilot.config.j2", collector=collector, login_user=LOGIN_USER, login_host=host,
+                          noclaim_shutdown=1200, lifetime=3600, owners=LOGIN_USER, annex_name=ANNEX_NAME,
+                          request_id=secrets.token_hex(8), schedd_name=schedd)
+    condor_config = pool.lay_out_worker(name, address, 0, "00-basic-pilot", config)
+    local_dir = pool.root / "var/lib" / name
+    write(local_dir / "tokens.d" / f"{ANNEX_NAME}.token", token, 0o600)
+    write(local_dir / "passwords.d/POOL", secrets.token_urlsafe(16), 0o600)  # the annex's own, as annex create makes
+    pool.start_master(name, condor_config, elsewhere=True)
+
+
+def check_htcondor_annex(pool: Pool, run_job, result) -> None:
+    """Token fetch by the login user, an annex pilot joins and runs their job, a rogue pilot is refused."""
+    start = time.monotonic()
+    key = _config_val(pool, "ANNEX_TOKEN_KEY_NAME")
+    collector = _config_val(pool, "ANNEX_COLLECTOR")
+    host = _config_val(pool, "FULL_HOSTNAME")
+    _fs_is_local_only(pool, key, result)
+    token, identity = _fetch_annex_token(pool, key, result)
+    # annex_create.py asks the annex collector for the schedd's name, and so does this test.
+    schedds = pool.condor(["condor_status", "-pool", collector, "-schedd", "-af", "Name"], user=LOGIN_USER)
+    names = schedds.stdout.split()
+    if len(names) != 1:
+        raise SmokeTestFailed(f"the annex collector {collector} lists schedds {names} ({schedds.stderr.strip()})")
+    foreign = _foreign_token(pool, identity, key)
+    for name, (address, kind) in PILOTS.items():
+        _start_pilot(pool, name, address, token if kind == "own" else foreign, collector, names[0], host)
+
+    def joined():
+        listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
+        return [line for line in listed.splitlines() if line.startswith("slot1@annex-pilot@")]
+
+    pilot = wait_for("the annex pilot in the annex collector", joined, 90)[0]
+    result.timings["pilot joins"] = time.monotonic() - start
+    if pilot.split()[-1] != identity:
+        raise SmokeTestFailed(f"the annex pilot authenticated as {pilot.split()[-1]}, not with the user's token")
+    result.passed("annex pilot joined the annex collector with the user's token", pilot)
+    run_job(ANNEX_SUBMIT, r"slot1_\d+@annex-pilot@", "ran on the annex pilot (direct attach)")
+    _rogue_refused(pool, collector, result)
+
+
+def _rogue_refused(pool: Pool, collector: str, result) -> None:
+    """The annex collector refuses the pilot whose token another key signed (and it is not listed)."""
+    needle = "Failed to authenticate using IDTOKENS"
+    logs = [pool.root / "var/log/condor/AP_Collector.log", pool.root / "var/lib/rogue-pilot/log/MasterLog"]
+
+    def refused():
+        return all(log.exists() and needle in log.read_text() for log in logs)
+
+    wait_for("the annex collector to refuse the foreign-key token", refused, 30)
+    listed = pool.condor(["condor_status", "-pool", collector, "-any", "-af", "Name"]).stdout
+    if "rogue-pilot" in listed:
+        raise SmokeTestFailed("a pilot holding a token signed by another key joined the annex collector")
+    result.passed("pilot with a token signed by another key refused", f"{needle} (annex collector and pilot logs)")

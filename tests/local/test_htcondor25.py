@@ -1,0 +1,38 @@
+"""A gen-2 seed (HTCondor 25.x, `htcondor annex`) on real daemons: Debian sid's `condor` package,
+baked by the same bake script, booted like an instance, used the way a scientist uses it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+GEN2_CHECKS = (
+    "FS proves local users only: from another machine no token and nothing above READ",
+    "condor_token_fetch as login user alice (key AP)",
+    "annex pilot joined the annex collector with the user's token",
+    "job by unprivileged user alice ran on the annex pilot (direct attach)",
+    "pilot with a token signed by another key refused",
+)
+
+
+def _last_build(out: Path) -> dict:
+    data = json.loads((out / "manifests/debian-sid-local.json").read_text())
+    return next(b for b in data["builds"] if b["packer_run_uuid"] == data["last_run_uuid"])
+
+
+def test_sid_build_runs_htcondor_25(sid_out):
+    data = _last_build(sid_out)["custom_data"]
+    assert data["htcondor_version"].startswith("25.") and data["secret_scan"] == "passed"
+
+
+def test_htcondor_annex_works_for_the_login_user(sid_out, invoke):
+    proc = invoke("smoke-test", "--target", "local", "--recipe", "debian-sid-local", "--out", str(sid_out),
+                  timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for check in ("collector, negotiator and schedd answer", "TCP_FORWARDING_HOST is the instance's public IP",
+                  *GEN2_CHECKS):
+        assert check in proc.stderr
+    assert _last_build(sid_out)["custom_data"]["smoke_test"] == "passed"
