@@ -24,8 +24,20 @@ import time
 from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
 
 ANNEX_NAME = "my-annex"
-# name: (address, kind) -- "own" holds the user's token, "foreign-key" one signed by another key
-PILOTS = {"annex-pilot": ("127.0.0.6", "own"), "rogue-pilot": ("127.0.0.7", "foreign-key")}
+# How each kind of annex node is configured: (template, its config.d file, where its tokens.d and
+# passwords.d live). "pilot": what the HPC pilot writes (annex/spark.sh); "ec2": what condor_annex
+# puts in an EC2 instance's tarball (annex.cpp), which `htcondor annex create` runs for EC2.
+NODE_KINDS = {
+    "pilot": ("annex-pilot.config.j2", "00-basic-pilot", "/var/lib/{name}"),
+    "ec2": ("annex-ec2.config.j2", "00ec2-dynamic.config", "/etc/{name}"),
+}
+# name: (address, kind, annex name, whose token). The job targets ANNEX_NAME, so it can run only on
+# annex-pilot; ec2-annex proves the EC2 configuration joins; rogue-pilot's token another key signed.
+ANNEX_NODES = {
+    "annex-pilot": ("127.0.0.6", "pilot", ANNEX_NAME, "user"),
+    "ec2-annex": ("127.0.0.8", "ec2", "my-ec2-annex", "user"),
+    "rogue-pilot": ("127.0.0.7", "pilot", ANNEX_NAME, "foreign-key"),
+}
 # The annex command's own token request (annex_create.py, create_annex_token).
 TOKEN_AUTHZ = ["READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER", "WRITE"]
 ANNEX_SUBMIT = f"""\
@@ -105,14 +117,16 @@ def _foreign_token(pool: Pool, identity: str, key: str) -> str:
     return made.stdout
 
 
-def _start_pilot(pool: Pool, name: str, address: str, token: str, collector: str, schedd: str, host: str) -> None:
-    config = render_local("annex-pilot.config.j2", collector=collector, login_user=LOGIN_USER, login_host=host,
-                          noclaim_shutdown=1200, lifetime=3600, owners=LOGIN_USER, annex_name=ANNEX_NAME,
+def _start_annex_node(pool: Pool, name: str, token: str, collector: str, schedd: str, host: str) -> None:
+    address, kind, annex_name, _ = ANNEX_NODES[name]
+    template, config_file, secrets_dir = NODE_KINDS[kind]
+    config = render_local(template, collector=collector, login_user=LOGIN_USER, login_host=host,
+                          noclaim_shutdown=1200, lifetime=3600, owners=LOGIN_USER, annex_name=annex_name,
                           request_id=secrets.token_hex(8), schedd_name=schedd)
-    condor_config = pool.lay_out_worker(name, address, 0, "00-basic-pilot", config)
-    local_dir = pool.root / "var/lib" / name
-    write(local_dir / "tokens.d" / f"{ANNEX_NAME}.token", token, 0o600)
-    write(local_dir / "passwords.d/POOL", secrets.token_urlsafe(16), 0o600)  # the annex's own, as annex create makes
+    condor_config = pool.lay_out_worker(name, address, 0, config_file, config)
+    secrets_dir = pool.root / secrets_dir.format(name=name).lstrip("/")
+    write(secrets_dir / "tokens.d" / f"{annex_name}.token", token, 0o600)
+    write(secrets_dir / "passwords.d/POOL", secrets.token_urlsafe(16), 0o600)  # the annex's own, as annex create makes
     pool.start_master(name, condor_config, elsewhere=True)
 
 
@@ -130,18 +144,22 @@ def check_htcondor_annex(pool: Pool, run_job, result) -> None:
     if len(names) != 1:
         raise SmokeTestFailed(f"the annex collector {collector} lists schedds {names} ({schedds.stderr.strip()})")
     foreign = _foreign_token(pool, identity, key)
-    for name, (address, kind) in PILOTS.items():
-        _start_pilot(pool, name, address, token if kind == "own" else foreign, collector, names[0], host)
+    for name, (*_, whose) in ANNEX_NODES.items():
+        _start_annex_node(pool, name, token if whose == "user" else foreign, collector, names[0], host)
+    wanted = {f"slot1@{name}@{host}" for name, (*_, whose) in ANNEX_NODES.items() if whose == "user"}
 
     def joined():
         listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
-        return [line for line in listed.splitlines() if line.startswith("slot1@annex-pilot@")]
+        slots = dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2)
+        return wanted <= slots.keys() and slots
 
-    pilot = wait_for("the annex pilot in the annex collector", joined, 90)[0]
-    result.timings["pilot joins"] = time.monotonic() - start
-    if pilot.split()[-1] != identity:
-        raise SmokeTestFailed(f"the annex pilot authenticated as {pilot.split()[-1]}, not with the user's token")
-    result.passed("annex pilot joined the annex collector with the user's token", pilot)
+    slots = wait_for("the annex nodes in the annex collector", joined, 90)
+    result.timings["annex nodes join"] = time.monotonic() - start
+    strangers = {slot: who for slot, who in slots.items() if who != identity}
+    if strangers:
+        raise SmokeTestFailed(f"annex nodes authenticated as someone else than the user's token: {strangers}")
+    result.passed("annex pilot and EC2 annex node joined the annex collector with the user's token",
+                  ", ".join(f"{slot} as {who}" for slot, who in sorted(slots.items())))
     run_job(ANNEX_SUBMIT, r"slot1_\d+@annex-pilot@", "ran on the annex pilot (direct attach)")
     _rogue_refused(pool, collector, result)
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.root
 GEN2_CHECKS = (
     "FS proves local users only: from another machine no token and nothing above READ",
     "condor_token_fetch as login user alice (key AP)",
-    "annex pilot joined the annex collector with the user's token",
+    "annex pilot and EC2 annex node joined the annex collector with the user's token",
     "job by unprivileged user alice ran on the annex pilot (direct attach)",
     "pilot with a token signed by another key refused",
 )
