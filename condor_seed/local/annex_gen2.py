@@ -40,17 +40,8 @@ ANNEX_NODES = {
 }
 # The annex command's own token request (annex_create.py, create_annex_token).
 TOKEN_AUTHZ = ["READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER", "WRITE"]
-ANNEX_SUBMIT = f"""\
-executable = job.sh
-arguments = one two
-output = out.txt
-error = err.txt
-log = job.log
-should_transfer_files = YES
-# what `htcondor job submit --annex-name {ANNEX_NAME}` adds
-MY.TargetAnnexName = "{ANNEX_NAME}"
-queue
-"""
+# what `htcondor job submit --annex-name NAME` adds to the user's submit file
+ANNEX_TARGETING = f'MY.TargetAnnexName = "{ANNEX_NAME}"'
 
 
 def _config_val(pool: Pool, knob: str, user: str | None = None) -> str:
@@ -160,7 +151,7 @@ def check_htcondor_annex(pool: Pool, run_job, result) -> None:
         raise SmokeTestFailed(f"annex nodes authenticated as someone else than the user's token: {strangers}")
     result.passed("annex pilot and EC2 annex node joined the annex collector with the user's token",
                   ", ".join(f"{slot} as {who}" for slot, who in sorted(slots.items())))
-    run_job(ANNEX_SUBMIT, r"slot1_\d+@annex-pilot@", "ran on the annex pilot (direct attach)")
+    run_job(ANNEX_TARGETING, r"slot1_\d+@annex-pilot@", "ran on the annex pilot (direct attach)")
     _rogue_refused(pool, collector, result)
 
 

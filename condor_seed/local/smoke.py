@@ -45,9 +45,10 @@ output = out.txt
 error = err.txt
 log = job.log
 should_transfer_files = YES
-+MayUseAWS = TRUE
+{targeting}
 queue
 """
+GEN1_TARGETING = "+MayUseAWS = TRUE"  # condor_annex's workers START only such jobs
 
 
 @dataclass
@@ -130,13 +131,14 @@ def _login_user(root: Path) -> None:
         run_in(root, ["useradd", "-m", "-s", "/bin/sh", LOGIN_USER], capture_output=True)
 
 
-def _job_runs(pool: Pool, result: SmokeResult, submit_text: str = JOB_SUBMIT,
+def _job_runs(pool: Pool, result: SmokeResult, targeting: str = GEN1_TARGETING,
               slot: str = r"slot1_\d+@(annex|token)-worker@", where: str = "ran on an annex worker") -> None:
-    """The login user submits a job; it must run on a slot matching `slot` and write the right output."""
+    """The login user submits a job (`targeting`: the submit lines that aim it at annex nodes); it
+    must run on a slot matching `slot` and write the right output."""
     start = time.monotonic()
     job = pool.root / "home" / LOGIN_USER / "job"
     write(job / "job.sh", JOB_SCRIPT, 0o755)
-    write(job / "job.sub", submit_text)
+    write(job / "job.sub", JOB_SUBMIT.format(targeting=targeting))
     run_in(pool.root, ["chown", "-R", f"{LOGIN_USER}:{LOGIN_USER}", f"/home/{LOGIN_USER}/job"])
     submit = pool.condor(["sh", "-c", "cd ~/job && condor_submit job.sub"], user=LOGIN_USER)
     if submit.returncode:
