@@ -189,6 +189,7 @@ class Recipe:
     root_volume_gib = _at("root_volume.size_gib")
     root_volume_type = _at("root_volume.volume_type")
     htcondor_series = _at("htcondor.version")  # e.g. "24.0" as written; `htcondor_version` is the (major, minor)
+    htcondor_package = _at("htcondor.package")  # what the bake script installs
     network_interface = _at("network.interface")
     pool_password_file = _at("pool.password_file")
     pool_signing_key_file = _at("pool.signing_key_file")

@@ -24,8 +24,8 @@ def test_required_recipes_ship_and_load():
     assert recipes["rhel8-x86_64"].os_version == "8"
     assert recipes["debian13-local"].target == "local"
     sid = recipes["debian-sid-local"]
-    assert (sid.target, sid.data["os"]["codename"], sid.data["htcondor"]["package"]) == ("local", "sid", "condor")
-    assert sid.annex_generation == "htcondor-annex" and recipes["debian13-local"].data["htcondor"]["package"] == "htcondor"
+    assert (sid.target, sid.os_codename, sid.htcondor_package) == ("local", "sid", "condor")
+    assert sid.annex_generation == "htcondor-annex" and recipes["debian13-local"].htcondor_package == "htcondor"
     # shared defaults come from defaults.yaml, not from copies in each recipe
     for name in SHIPPED:
         assert "root_volume" not in yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())
