@@ -2,9 +2,11 @@
 
 Booting is done the way an instance does it: the first-boot secret step, the public-IP boot script
 against the IMDSv2 emulator, then condor_master. The checks use HTCondor's own tools: the seed's
-daemons answer, TCP_FORWARDING_HOST is the emulated public IP, an annex worker holding the pool
-password (and one holding only an IDTOKEN) joins, a job submitted by an unprivileged user runs on
-a worker with the right output, and a worker with the wrong password is refused.
+daemons answer, TCP_FORWARDING_HOST is the emulated public IP, then per annex generation:
+gen-1 (condor_annex): an annex worker holding the pool password (and one holding only an IDTOKEN)
+joins, a job submitted by an unprivileged user runs on a worker with the right output, and a worker
+with the wrong password is refused; gen-2 (`htcondor annex`): see annex_gen2.
+Annex nodes run "elsewhere" (their own /tmp), as on another machine.
 """
 from __future__ import annotations
 
