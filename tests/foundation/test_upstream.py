@@ -59,7 +59,7 @@ def test_one_read_per_repository_and_none_for_distribution_packages(repo, tmp_pa
     recipes = load_recipes("all", private_recipes(tmp_path))
     found = upstream.check_recipes(recipes, upstream.Cache(None), mirror=repo.url)
     assert {name: check.version for name, check in found.items()} == {
-        "debian13-local": None, "rhel8-x86_64": "24.0.12-1.el8", "rhel9-arm64": "24.0.11-1.el9",
+        "debian13-local": None, "debian-sid-local": None, "rhel8-x86_64": "24.0.12-1.el8", "rhel9-arm64": "24.0.11-1.el9",
         "rhel9-x86_64": "24.0.12-1.el9", "rhel9-x86_64-twin": "24.0.12-1.el9", "rhel9-x86_64-htcondor25": "25.0.4-1.el9"}
     assert found["debian13-local"].warning is None and found["rhel9-arm64"].repo == "HTCondor 24.0 el9 aarch64"
     assert repo.repomd_requests() == 4 and repo.metadata_requests() == 4  # the twin shares rhel9-x86_64's read
