@@ -171,7 +171,7 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
 
 @task(help={
     "region": "region to clean", "profile": "AWS profile",
-    "older_than": "only runs started longer ago than this (default 6h; expired ones go regardless)",
+    "older_than": "for leftovers without a readable expiry: runs started longer ago than this (default 6h); a run whose expiry is ahead is never touched",
     "dry_run": "only list what would be removed",
 })
 @one_line_errors

@@ -1,9 +1,11 @@
 """`invoke cleanup --region R [--older-than 6h] [--dry-run]`: remove what killed runs left behind.
 
 Only resources of an unfinished run are candidates: they carry `condor-seed:expires` (a finished
-image loses that tag, a published one never had it). A candidate is removed when its expiry has
-passed or its run started more than `--older-than` ago. Order: instances (terminated and waited
-for), security groups, images with their snapshots, stray snapshots, stray volumes.
+image loses that tag, a published one never had it). A run whose expiry is still in the future may
+be alive (a concurrent build mid-bake), so none of its resources is touched, whatever `--older-than`
+says; once every expiry of the run has passed, it is removed. `--older-than` only decides for
+candidates whose expiry cannot be read. Order: instances (terminated and waited for), security
+groups, images with their snapshots, stray snapshots, stray volumes.
 """
 from __future__ import annotations
 
@@ -80,10 +82,17 @@ def find_leftovers(ec2) -> list[Leftover]:
     return found
 
 
-def due(item: Leftover, now: dt.datetime, older_than: dt.timedelta) -> bool:
-    expired = item.expires is not None and item.expires <= now
-    old = item.started is None or now - item.started >= older_than
-    return expired or old
+def live_builds(candidates: list[Leftover], now: dt.datetime) -> set[str]:
+    """Build ids with any resource whose expiry is still ahead: those runs may be going on right now."""
+    return {item.build_id for item in candidates if item.expires is not None and item.expires > now}
+
+
+def due(item: Leftover, now: dt.datetime, older_than: dt.timedelta, live: set[str] = frozenset()) -> bool:
+    if item.build_id in live or (item.expires is not None and item.expires > now):
+        return False  # never a live run's resource, whatever --older-than says
+    if item.expires is not None:
+        return True
+    return item.started is None or now - item.started >= older_than
 
 
 def cleanup(aws: Aws, region: str, *, older_than: dt.timedelta, dry_run: bool, report: Callable[[str], None],
@@ -94,10 +103,11 @@ def cleanup(aws: Aws, region: str, *, older_than: dt.timedelta, dry_run: bool, r
     now = now or dt.datetime.now(dt.timezone.utc)
     poller = poller or Poller(timeout=900, report=report)
     candidates = find_leftovers(ec2)
-    chosen = [item for item in candidates if due(item, now, older_than)]
+    live = live_builds(candidates, now)
+    chosen = [item for item in candidates if due(item, now, older_than, live)]
     skipped = len(candidates) - len(chosen)
     if skipped:
-        report(f"leaving {skipped} resource(s) of run(s) younger than {older_than} and not yet expired")
+        report(f"leaving {skipped} resource(s) of run(s) not yet expired (maybe still running)")
     if not chosen:
         report(f"nothing to clean up in {region}")
         return []

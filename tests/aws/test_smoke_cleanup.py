@@ -83,22 +83,59 @@ def test_cleanup_finds_a_killed_run_by_tag_and_keeps_finished_images(emu):
     assert killed.image_id in left["images"]
     reports = []
 
-    dry = cleanup(emu.aws, "us-east-1", older_than=dt.timedelta(0), dry_run=True, report=reports.append)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)  # past the expiry tag
+    dry = cleanup(emu.aws, "us-east-1", older_than=dt.timedelta(0), dry_run=True, report=reports.append, now=later)
     assert {(i.kind, i.id) for i in dry} >= {("instance", killed.instance_id), ("image", killed.image_id),
                                              ("security-group", killed.group_id)}
     assert all(i.build_id == killed.build_id for i in dry)
     assert any(line.startswith("would remove instance") for line in reports)
     assert emu.leaks() == left  # a dry run changes nothing
 
-    young = cleanup(emu.aws, "us-east-1", older_than=parse_duration("6h"), dry_run=False, report=reports.append)
-    assert young == [] and emu.leaks() == left  # younger than 6 h and not expired: a run may still be going
+    young = cleanup(emu.aws, "us-east-1", older_than=parse_duration("0h"), dry_run=False, report=reports.append)
+    assert young == [] and emu.leaks() == left  # not expired: the run may still be going, whatever --older-than
 
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)  # past the expiry tag
     removed = cleanup(emu.aws, "us-east-1", older_than=parse_duration("6h"), dry_run=False, report=reports.append,
                       now=later)
     assert {i.kind for i in removed} >= {"instance", "security-group", "image"}
     assert emu.snapshot_state() == kept_state  # the finished image and its snapshots stay
     assert kept.image_id in emu.snapshot_state()["images"]
+
+
+def test_a_live_build_survives_a_concurrent_janitor_with_older_than_0h(emu):
+    """nightly.yml runs `cleanup --older-than 0h` while another build may be mid-bake."""
+    run = Build(emu.aws, load_recipe("rhel9-x86_64"), emu.options(), report=lambda m: None)
+    steps = iter(run.steps())
+    for step in steps:
+        step.run()
+        if step.name == "launch builder":
+            break
+    else:
+        raise AssertionError("no launch builder step")
+    mid_bake = emu.leaks()
+    assert run.instance_id in mid_bake["instances"]
+    reports = []
+    removed = cleanup(emu.aws, "us-east-1", older_than=parse_duration("0h"), dry_run=False, report=reports.append)
+    assert removed == [] and emu.leaks() == mid_bake
+    assert any("not yet expired" in line for line in reports)
+    for step in steps:  # the build goes on and finishes
+        step.run()
+    image = emu.ec2.describe_images(ImageIds=[run.image_id])["Images"][0]
+    assert image["State"] == "available" and T.EXPIRES_TAG not in T.tag_dict(image["Tags"])
+
+
+def test_a_run_is_live_while_any_of_its_resources_has_a_future_expiry():
+    from condor_seed.aws.cleanup import Leftover, due, live_builds
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    old = now - dt.timedelta(days=3)
+    expired = Leftover("image", "ami-1", "b1", "r", old, now - dt.timedelta(hours=1), {})
+    ahead = Leftover("instance", "i-1", "b1", "r", old, now + dt.timedelta(hours=1), {})
+    unreadable = Leftover("snapshot", "snap-1", "b2", "r", old, None, {})
+    live = live_builds([expired, ahead, unreadable], now)
+    assert live == {"b1"}
+    assert not due(expired, now, dt.timedelta(0), live) and not due(ahead, now, dt.timedelta(0), live)
+    assert due(unreadable, now, dt.timedelta(hours=6), live)
+    assert not due(unreadable, now, dt.timedelta(days=4), live)
+    assert due(expired, now, dt.timedelta(days=9), set())  # expired: --older-than does not keep it
 
 
 @pytest.mark.parametrize("text, seconds", [("6h", 21600), ("90m", 5400), ("2d", 172800), ("0", 0), ("45s", 45)])
