@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import jinja2
 
 from .errors import ValidationError
+from .leak_rules import shell_functions
 from .paths import TEMPLATES_DIR
 from .recipe import Recipe
 
@@ -126,6 +127,6 @@ def render(recipe: Recipe) -> RenderedTree:
             content += "\n"
         image_files.append(RenderedFile(path=path, content=content, mode=mode))
     bake = env.get_template("bake/bake.sh.j2").render(
-        context | {"files": image_files, "units": UNITS, "heredoc": HEREDOC}
+        context | {"files": image_files, "units": UNITS, "heredoc": HEREDOC, "leak_check": shell_functions()}
     )
     return RenderedTree(recipe, tuple(image_files), RenderedFile(BAKE_SCRIPT, bake, 0o755))

@@ -1,49 +1,31 @@
 """Secret scan of a baked root filesystem: the gate before an image may be packed or published.
 
-Two layers: an explicit list of files that must never ship (instance keys, credentials, pool
-secrets, cloud-init instance state), and detect-secrets' content detectors (AWS keys, private
-keys, tokens) over the text files where configuration and user data live.
+Three layers: the forbidden paths of `leak_rules`; its secret patterns (AWS and private keys) over
+every regular file, binaries and large files included, run by the very shell function the bake
+script's own check uses on every target; and detect-secrets' other content detectors (tokens,
+passwords in URLs) over the text files where configuration and user data live.
 """
 from __future__ import annotations
 
 import fnmatch
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# (glob relative to the root, why it must not ship)
-FORBIDDEN_PATHS: list[tuple[str, str]] = [
-    ("**/authorized_keys", "SSH authorized_keys"),
-    ("**/authorized_keys2", "SSH authorized_keys"),
-    ("etc/ssh/ssh_host_*", "SSH host key (every instance would share it)"),
-    ("root/.aws", "AWS credentials"),
-    ("home/*/.aws", "AWS credentials"),
-    ("root/.ssh/id_*", "SSH private key"),
-    ("home/*/.ssh/id_*", "SSH private key"),
-    ("etc/condor/condor_pool_password", "HTCondor pool password"),
-    ("etc/condor/passwords.d/*", "HTCondor pool password / token signing key"),
-    ("etc/condor/tokens.d/*", "HTCondor IDTOKEN"),
-    ("root/.condor/tokens.d/*", "HTCondor IDTOKEN"),
-    ("home/*/.condor/tokens.d/*", "HTCondor IDTOKEN"),
-    ("root/.condor/*KeyFile", "condor_annex AWS key file"),
-    ("home/*/.condor/*KeyFile", "condor_annex AWS key file"),
-    ("var/lib/cloud/instances/*", "cloud-init instance state"),
-    ("var/lib/cloud/data/*", "cloud-init instance state"),
-    ("var/lib/cloud/instance", "cloud-init instance state"),
-    ("root/.*_history", "shell history"),
-    ("home/*/.*_history", "shell history"),
-]
+from .leak_rules import FORBIDDEN_PATHS, PSEUDO_DIRS, shell_functions
+
 # Content scan: where text configuration and user files live; the rest is package payload.
-CONTENT_DIRS = ["etc", "root", "home", "var/lib/condor", "var/lib/cloud", "var/log", "opt", "srv", "usr/local",
+CONTENT_DIRS = ["etc", "root", "home", "var/lib/condor", "var/lib/cloud", "var/log", "var/spool", "opt", "srv", "usr/local",
                 "usr/libexec/condor-seed", "tmp", "var/tmp"]
 SKIP_DIRS = ["etc/ssl/certs", "usr/share/ca-certificates"]  # public CA certificates
+# AWS and private keys are leak_rules' SECRET_PATTERNS (shared with the bake script).
 CONTENT_PLUGINS = [
-    "AWSKeyDetector", "PrivateKeyDetector", "GitHubTokenDetector", "GitLabTokenDetector", "JwtTokenDetector",
+    "GitHubTokenDetector", "GitLabTokenDetector", "JwtTokenDetector",
     "SlackDetector", "StripeDetector", "TwilioKeyDetector", "AzureStorageKeyDetector", "ArtifactoryDetector",
     "BasicAuthDetector", "OpenAIDetector",
 ]
-MAX_FILE_BYTES = 1 << 20
-PSEUDO_DIRS = {"proc", "sys", "dev", "run"}
+MAX_FILE_BYTES = 1 << 20  # for detect-secrets' line-based text detectors only
 
 
 @dataclass(frozen=True)
@@ -75,6 +57,22 @@ def _forbidden(root: Path) -> list[Finding]:
                 found.append(Finding("/" + rel, reason))
                 if name in dirnames:
                     dirnames.remove(name)
+    return found
+
+
+def _start_secrets(root: Path) -> subprocess.Popen:
+    """leak_rules' secret patterns over every file, by the bake script's own `seed_secrets`
+    (started in the background: GNU grep reads while detect-secrets works)."""
+    script = shell_functions() + 'seed_secrets "$1"\n'
+    return subprocess.Popen(["bash", "-c", script, "seed_secrets", str(root)], stdout=subprocess.PIPE)
+
+
+def _secrets(root: Path, proc: subprocess.Popen) -> list[Finding]:
+    out, _ = proc.communicate()
+    found = []
+    for line in out.decode(errors="replace").splitlines():
+        path, _, reason = line.rpartition(": ")
+        found.append(Finding(_relative(root, Path(path)), reason))
     return found
 
 
@@ -116,7 +114,12 @@ def _content(root: Path) -> list[Finding]:
 def scan_tree(root: Path) -> list[Finding]:
     """Every finding in the tree at `root`, sorted; empty means the tree may ship."""
     root = Path(root)
-    findings = {(f.path, f.reason): f for f in _forbidden(root) + _content(root)}
+    secrets = _start_secrets(root)
+    try:
+        found = _forbidden(root) + _content(root)
+    finally:
+        found += _secrets(root, secrets)
+    findings = {(f.path, f.reason): f for f in found}
     return sorted(findings.values(), key=lambda f: (f.path, f.reason))
 
 

@@ -1,8 +1,11 @@
 """Test-only helpers around the moto server that runs in this process (see tests/conftest.py).
 
 - `GuestSimulator` plays the EC2 guest: it reads each new instance's user data through the API,
-  checks it is our bake script, writes console output with its package report (`sample_packages`) and
-  the marker (or a failure) and powers the instance off (stops it in the moto backend), like the bake script's `systemctl poweroff` would.
+  checks it is our bake script, runs the script's own leak check (its real prelude and scan section,
+  with bash) over the guest's files (`planted`, in a temporary folder standing for `/`), writes
+  console output with its package report (`sample_packages`) and the marker (or a failure) and
+  powers the instance off (stops it in the moto backend), like the bake script's `systemctl
+  poweroff` would.
   An instance launched from one of our images without user data plays the seed booting.
 - `ImageDelays` makes images created by `create_image` start `pending` (or end `failed` with a
   StateReason), the way AWS takes minutes to snapshot.
@@ -16,7 +19,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import os
 import re
+import subprocess
+import tempfile
 import threading
 from pathlib import Path
 import time
@@ -130,6 +136,7 @@ class GuestSimulator:
     boot_seconds: float = 0.05
     htcondor_version: str = "24.0.5"
     errata: int = 0
+    planted: dict[str, bytes] = field(default_factory=dict)  # guest files (path -> content) the bake leaves
     console: dict[str, str] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)  # instance id -> what it was judged to be
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, instance, what)
@@ -180,11 +187,35 @@ class GuestSimulator:
             self.console[instance.id] += f"{marker} FAILED recipe={recipe} line=42 exit=1\n"
             self._event(instance, "bake failed")
             return
+        self.console[instance.id] += f"{marker} htcondor-version={self.htcondor_version}\n"
+        scanned = self._leak_check(script)
+        self.console[instance.id] += scanned.stdout
+        if scanned.returncode != 0:  # the script printed FAILED and exited; nothing powers off
+            self._event(instance, "bake failed")
+            return
         report = report_lines(sample_packages(self.htcondor_version, self.errata), marker)
-        self.console[instance.id] += (f"{marker} htcondor-version={self.htcondor_version}\n{marker} step: scan\n"
-                                      + "".join(line + "\n" for line in report)
+        self.console[instance.id] += ("".join(line + "\n" for line in report)
                                       + f"{marker} SUCCESS recipe={recipe} scan=clean\n")
         self.power_off(instance)
+
+    def _leak_check(self, script: str) -> subprocess.CompletedProcess:
+        """Run the bake script's prelude and its scan step for real, over the planted files."""
+        prelude = script[:script.index('\nstep "') + 1]  # up to the first step
+        start = script.index('step "scan for anything')
+        scan = script[start:script.index("\nfi\n", start) + 4]  # the check and its verdict
+        if "seed_leftovers /)" not in scan:  # never let a script's check loose on this machine's /
+            return subprocess.CompletedProcess([], 1, "guest: the bake script has no leak check over /\n", "")
+        with tempfile.TemporaryDirectory(prefix="guest-root-") as root:
+            for rel, content in self.planted.items():
+                path = f"{root}/{rel.lstrip('/')}"
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as fh:
+                    fh.write(content)
+            guest = prelude + scan.replace("seed_leftovers /)", 'seed_leftovers "$GUEST_ROOT")')
+            run = subprocess.run(["bash", "-c", guest], capture_output=True, text=True, timeout=60,
+                                 env={"PATH": "/usr/bin:/bin", "GUEST_ROOT": root, "CONDOR_SEED_POWEROFF": "no"})
+        run.stdout = run.stdout.replace(root, "")  # paths as the guest sees them
+        return run
 
     def _boot(self, instance):
         image = backend(self.region).amis.get(instance.image_id)

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -143,6 +144,37 @@ def test_a_package_report_cut_short_fails_the_build_before_any_image(emu, monkey
         build(emu)
     assert not emu.recorder.ops("CreateImage") and not list((emu.tmp_path / "sbom").glob("*"))
     assert emu.leaks() == {}
+
+
+# Assembled at run time so this repository never holds a detectable key itself.
+AWS_KEY = "AKIA" + "IOSFODNN7" + "EXAMPLE"
+PRIVATE_KEY = "-----BEGIN " + "RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END RSA PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize("path, content, reason", [
+    ("/var/spool/cron/root", f"0 * * * * AWS_ACCESS_KEY_ID={AWS_KEY} aws s3 sync /data s3://x\n", "AWS Access Key"),
+    ("/opt/tool/deploy.pem", PRIVATE_KEY, "Private Key"),
+    ("/usr/share/tool/config.ini", f"key = {AWS_KEY}\n", "AWS Access Key"),
+    ("/home/ec2-user/.ssh/id_dsa", "x", "forbidden path"),
+    ("/home/alice/.condor/tokens.d/annex", "eyJhbGciOiJIUzI1NiJ9.e30.x", "forbidden path"),
+])
+def test_a_secret_left_in_the_guest_stops_the_ec2_build(emu, path, content, reason):
+    """The bake script's own leak check (from leak_rules, the list scan.py uses) runs in the guest."""
+    emu.guest.planted = {path: content.encode()}
+    with pytest.raises(GuestFailed) as err:
+        build(emu)
+    assert f"scan found: {path}: {reason}" in str(err.value)
+    assert not emu.recorder.ops("CreateImage")
+    assert emu.leaks() == {}
+
+
+def test_a_key_in_a_large_binary_file_stops_the_ec2_build(emu):
+    blob = b"\x7fELF\0\0" + os.urandom(2 << 20) + b"\0" + AWS_KEY.encode() + b"\0"
+    emu.guest.planted = {"/usr/lib/libleaky.so": blob, "/usr/bin/ssh": b"\x7fELF\0-----BEGIN OPENSSH PRIVATE KEY-----\n\0"}
+    with pytest.raises(GuestFailed) as err:
+        build(emu)
+    assert "scan found: /usr/lib/libleaky.so: AWS Access Key" in str(err.value)
+    assert "/usr/bin/ssh" not in str(err.value)  # a program holding the header string is no key
 
 
 def test_guest_that_never_powers_off_times_out_and_is_terminated(emu):

@@ -119,7 +119,9 @@ def test_secret_left_by_the_bake_fails_the_build(tmp_path, monkeypatch):
 
     def render_with_leak(recipe):
         tree = render(recipe)
-        leak = f'echo "export AWS_ACCESS_KEY_ID={key}" > /etc/profile.d/leak.sh\nconsole "$MARKER SUCCESS'
+        leak = (f'echo "export AWS_ACCESS_KEY_ID={key}" > /etc/profile.d/leak.sh\n'
+                f'mkdir -p /usr/share/tool && printf "\\0\\0{key}\\0" > /usr/share/tool/data.bin\n'
+                'console "$MARKER SUCCESS')
         script = tree.bake_script.content.replace('console "$MARKER SUCCESS', leak, 1)
         return type(tree)(tree.recipe, tree.image_files, type(tree.bake_script)("bake.sh", script, 0o755))
 
@@ -127,6 +129,7 @@ def test_secret_left_by_the_bake_fails_the_build(tmp_path, monkeypatch):
     with pytest.raises(SeedError) as err:
         local_build.build_local(load_recipe("debian13-local"), out_dir=tmp_path)
     assert "secret scan failed" in str(err.value) and "/etc/profile.d/leak.sh: AWS Access Key" in str(err.value)
+    assert "/usr/share/tool/data.bin: AWS Access Key" in str(err.value)  # binary, outside the text folders
     assert not list((tmp_path / "images").glob("*")) if (tmp_path / "images").exists() else True
     assert mounts_under(tmp_path) == [] and processes_in(tmp_path) == []
 
