@@ -62,14 +62,12 @@ SECRET_PATTERNS: list[SecretPattern] = [
 PSEUDO_DIRS = ("proc", "sys", "dev", "run")
 
 
-def _find_test(pattern: str) -> str:
-    if pattern.startswith("**/"):
-        return f"-name {shlex.quote(pattern[3:])}"
-    return f'-path "$root"/{shlex.quote(pattern)}'
+def _words(items) -> str:
+    return " ".join(shlex.quote(item) for item in items)
 
 
-def _shell_pattern_test(pattern: SecretPattern) -> str:
-    found = f'grep -qzE -e {shlex.quote(pattern.ere)} -- "$f"'
+def _shell_pattern_test(var: str, pattern: SecretPattern) -> str:
+    found = f'grep -qzE -e "${var}" -- "$f"'
     if not pattern.in_programs:
         found = f'{{ [ "$(head -c 4 -- "$f" | tr -d \'\\0\')" != $\'\\x7fELF\' ] && {found}; }}'
     return f'      if {found}; then echo "$f: {pattern.name}"; fi'
@@ -78,23 +76,33 @@ def _shell_pattern_test(pattern: SecretPattern) -> str:
 def shell_functions() -> str:
     """Bash functions, each taking ROOT and printing one `PATH: REASON` line per finding under it
     (nothing when clean); they stay on ROOT's filesystem and need GNU find and grep:
-    seed_forbidden (paths), seed_secrets (content), seed_leftovers (both)."""
-    tests = " \\\n      -o ".join(_find_test(p) for p, _ in FORBIDDEN_PATHS)
-    greps = " ".join(f"-e {shlex.quote(p.ere)}" for p in SECRET_PATTERNS)
-    pseudo = " -o ".join(f'-path "$root"/{d}' for d in PSEUDO_DIRS)
-    per_pattern = "\n".join(_shell_pattern_test(p) for p in SECRET_PATTERNS)
-    walk = 'find "${root:-/}" -xdev \\( ' + pseudo + ' \\) -prune -o'
+    seed_forbidden (paths), seed_secrets (content), seed_leftovers (both). Compact: they travel
+    in EC2 user data (16 KB)."""
+    names = [p[3:] for p, _ in FORBIDDEN_PATHS if p.startswith("**/")]
+    paths = [p for p, _ in FORBIDDEN_PATHS if not p.startswith("**/")]
+    variables = {f"p{i}": pattern for i, pattern in enumerate(SECRET_PATTERNS)}
+    assigned = " ".join(f"{var}={shlex.quote(p.ere)}" for var, p in variables.items())
+    greps = " ".join(f'-e "${var}"' for var in variables)
+    per_pattern = "\n".join(_shell_pattern_test(var, p) for var, p in variables.items())
     return f"""# Rendered from condor_seed/leak_rules.py: the same list and code scan.py uses.
+seed_walk() {{  # ROOT FIND-EXPRESSION...: find on ROOT's filesystem, pseudo filesystems left out
+  local root="${{1%/}}" d
+  local -a skip=(-false)
+  shift
+  for d in {_words(PSEUDO_DIRS)}; do skip+=(-o -path "$root/$d"); done
+  find "${{root:-/}}" -xdev \\( "${{skip[@]}}" \\) -prune -o "$@" 2>/dev/null
+}}
 seed_forbidden() {{
-  local root="${{1%/}}"
-  {walk} \\( {tests} \\) -prune -print 2>/dev/null \\
-    | sed 's/$/: forbidden path/' || true
+  local root="${{1%/}}" p
+  local -a match=(-false)
+  for p in {_words(names)}; do match+=(-o -name "$p"); done
+  for p in {_words(paths)}; do match+=(-o -path "$root/$p"); done
+  seed_walk "$1" \\( "${{match[@]}}" \\) -prune -print | sed 's/$/: forbidden path/' || true
 }}
 seed_secrets() {{  # one grep over every file finds candidates; only those are tried pattern by pattern
-  local root="${{1%/}}" f
+  local f {assigned}
   local -x LC_ALL=C
-  {walk} -type f -print0 2>/dev/null \\
-    | xargs -0 -r grep -lZzE {greps} -- 2>/dev/null \\
+  seed_walk "$1" -type f -print0 | xargs -0 -r grep -lZzE {greps} -- 2>/dev/null \\
     | while IFS= read -r -d '' f; do
 {per_pattern}
     done || true
