@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -75,6 +76,14 @@ QUERIED = EXPECTED_REQUIRED + [
     "SEC_CLIENT_AUTHENTICATION_METHODS", "ALLOW_DAEMON", "SEC_PASSWORD_FILE", "SEC_TOKEN_POOL_SIGNING_KEY_FILE",
     "NETWORK_INTERFACE", "CONDOR_HOST", "COLLECTOR_HOST", "TCP_FORWARDING_HOST", "ANNEX_COLLECTOR",
 ]
+# Authorization of the seed (it listens on its public address).
+AUTHZ_LEVELS = ["READ", "WRITE", "ADMINISTRATOR", "NEGOTIATOR", "CONFIG"]
+QUERIED += ["UID_DOMAIN", "SEC_DEFAULT_AUTHENTICATION", "SEC_DEFAULT_AUTHENTICATION_METHODS"] + [
+    knob for level in AUTHZ_LEVELS
+    for knob in (f"ALLOW_{level}", f"SEC_{level}_AUTHENTICATION", f"SEC_{level}_AUTHENTICATION_METHODS")]
+# Methods a stranger on the Internet cannot use: FS needs the seed's own file system, IDTOKENS a
+# token signed by the seed's key, PASSWORD the pool password.
+STRANGER_PROOF_METHODS = {"FS", "IDTOKENS", "PASSWORD"}
 
 
 def _words(value: str | None) -> list[str]:
@@ -119,6 +128,36 @@ def check_condor_config(recipe: Recipe, values: dict, report: Report, public_ip:
                      f"DAEMON_LIST = {values['DAEMON_LIST']}, ANNEX_COLLECTOR = {values['ANNEX_COLLECTOR']!r}")
 
 
+def _identities(value: str | None) -> list[str]:
+    """The identity part (user@domain) of each ALLOW entry; a host-only entry admits anyone: `*`."""
+    return [entry.split("/")[0] if "@" in entry.split("/")[0] else "*" for entry in _words(value)]
+
+
+def _admits(value: str | None, identity: str) -> bool:
+    return any(fnmatch.fnmatchcase(identity, pattern) for pattern in _identities(value))
+
+
+def check_authorization(values: dict, report: Report) -> None:
+    """Strangers get nothing, local users and workers read and write, the pool identity is no admin."""
+    local_user, pool = f"alice@{values['UID_DOMAIN']}", "condor@password"
+    for level in ("READ", "WRITE", "ADMINISTRATOR", "NEGOTIATOR"):
+        required = values[f"SEC_{level}_AUTHENTICATION"] or values["SEC_DEFAULT_AUTHENTICATION"]
+        report.check(f"{level} needs authentication", (required or "").upper() == "REQUIRED", f"got {required!r}")
+        methods = _words(values[f"SEC_{level}_AUTHENTICATION_METHODS"] or values["SEC_DEFAULT_AUTHENTICATION_METHODS"])
+        report.check(f"{level} methods a stranger cannot use", bool(methods) and set(methods) <= STRANGER_PROOF_METHODS,
+                     f"got {methods}, allowed {sorted(STRANGER_PROOF_METHODS)}")
+    for level in ("READ", "WRITE"):
+        allow = values[f"ALLOW_{level}"]
+        for stranger in ("unauthenticated@unmapped", "anonymous@ssl", "ssl@unmapped"):
+            report.check(f"ALLOW_{level} refuses {stranger}", not _admits(allow, stranger), f"got {allow!r}")
+        report.check(f"ALLOW_{level} admits local users and the pool identity",
+                     _admits(allow, local_user) and _admits(allow, pool), f"got {allow!r}")
+    for level in ("ADMINISTRATOR", "NEGOTIATOR", "CONFIG"):
+        allow = values[f"ALLOW_{level}"]
+        workers = [i for i in (pool, f"condor_pool@{values['UID_DOMAIN']}") if _admits(allow, i)]
+        report.check(f"ALLOW_{level} refuses the pool identity", not workers, f"got {allow!r}")
+
+
 def shellcheck(tree: RenderedTree, report: Report) -> None:
     binary = shutil.which("shellcheck")
     if not binary:
@@ -142,6 +181,7 @@ def validate(recipe: Recipe) -> Report:
         report.check("boot script ran", boot.returncode == 0, (boot.stderr or boot.stdout).strip()[-500:])
         values = effective_params(config_dir, QUERIED, extra=base_security(recipe))
         check_condor_config(recipe, values, report, EMULATED_PUBLIC_IP)
+        check_authorization(values, report)
     shellcheck(tree, report)
     payload = encode_user_data(tree.bake_script.content)
     report.check(f"user data ≤ {USER_DATA_LIMIT} bytes", len(payload) <= USER_DATA_LIMIT,

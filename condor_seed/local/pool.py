@@ -100,6 +100,13 @@ class Pool:
                                        f"&& chmod 0700 /var/lib/{name}/cred_dir"], capture_output=True)
         return f"/etc/{name}/condor_config"
 
+    def add_client(self, name: str, address: str, collector: str) -> str:
+        """A stranger's client configuration on another address; returns its CONDOR_CONFIG path."""
+        write(self.root / "etc" / name / "condor_config",
+              render_local("outsider-client.config.j2", name=name, address=address, collector=collector))
+        run_in(self.root, ["install", "-d", f"/var/lib/{name}/log"])
+        return f"/etc/{name}/condor_config"
+
     def add_worker(self, name: str, address: str, port: int, collector: str, kind: str,
                    password_from: Path | None = None, token: str | None = None) -> str:
         """Lay out a gen-1 annex worker (condor_annex's config); returns its CONDOR_CONFIG path.

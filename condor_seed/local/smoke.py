@@ -7,6 +7,8 @@ gen-1 (condor_annex): an annex worker holding the pool password (and one holding
 joins, a job submitted by an unprivileged user runs on a worker with the right output, and a worker
 with the wrong password is refused; gen-2 (`htcondor annex`): see annex_gen2.
 Annex nodes run "elsewhere" (their own /tmp), as on another machine.
+Authorization (both generations): a stranger's client on another address is refused READ and
+WRITE; gen-1: the pool identity every annex worker holds cannot administer the seed.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ WORKERS = {  # name: (address, shared port, kind)
     "token-worker": ("127.0.0.5", 9621, "token"),
     "bad-worker": ("127.0.0.4", 9620, "wrong-password"),
 }
+OUTSIDER = ("outsider", "127.0.0.6")  # a stranger's client, unauthenticated, on another address
 JOB_SCRIPT = """#!/bin/sh
 echo "user=$(id -un) slot=$(sed -n 's/^Name = "\\(.*\\)"$/\\1/p' .machine.ad)"
 echo "args=$*"
@@ -165,6 +168,80 @@ def _wrong_secret_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
     result.passed("worker with the wrong password refused", needle)
 
 
+def _daemon_address(root: Path, pool: Pool, knob: str) -> str:
+    """A seed daemon's address, from the file it writes (the collector also lists the workers' masters)."""
+    path = pool.condor(["condor_config_val", knob]).stdout.strip()
+    address = (root / path.lstrip("/")).read_text().splitlines()[0] if path and (root / path.lstrip("/")).exists() else ""
+    if not address.startswith("<"):
+        raise SmokeTestFailed(f"no address in the seed's {knob} ({path or 'undefined'})")
+    return address
+
+
+SEED_LOGS = "var/log/condor"
+REFUSAL = re.compile(r"PERMISSION DENIED|authentication of \S+ failed|did not result in a valid mapped user name")
+
+
+def _refusal_seen(root: Path, pool: Pool, args: list[str], address: str, **how) -> str:
+    """Run a client command; it must fail and the seed's own logs must record refusing `address`
+    (not a network error or a missing daemon). Returns the seed's log line."""
+    logs = sorted((root / SEED_LOGS).glob("*Log"))
+    marks = {log: log.stat().st_size for log in logs}
+    probe = pool.condor(args, **how)
+
+    def refusal():
+        for log in logs:
+            with open(log, errors="replace") as fh:
+                fh.seek(marks[log])
+                for line in fh:
+                    if address in line and REFUSAL.search(line):
+                        return line.strip()
+        return None
+
+    try:
+        line = wait_for(f"the seed to log refusing {address}", refusal, 10)
+    except TimeoutError:
+        line = None
+    if probe.returncode == 0 or not line:
+        raise SmokeTestFailed(f"{' '.join(args[:1])} from {address} was not refused by the seed: exit "
+                              f"{probe.returncode}, {(probe.stdout + probe.stderr).strip()[-400:]}")
+    return line
+
+
+def _outsider_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
+    """An unauthenticated client on another address gets neither READ nor WRITE."""
+    name, address = OUTSIDER
+    config = pool.add_client(name, address, f"{EMULATED_PUBLIC_IP}:9618")
+    schedd = _daemon_address(root, pool, "SCHEDD_ADDRESS_FILE")
+    probes = {
+        "READ collector (condor_status)": ["condor_status", "-any", "-af", "Name"],
+        "READ schedd (condor_q: job arguments, environment)": ["condor_q", "-addr", schedd, "-allusers", "-af",
+                                                               "Args", "Environment"],
+        "WRITE schedd (condor_rm)": ["condor_rm", "-addr", schedd, "-all"],
+    }
+    for args in probes.values():
+        _refusal_seen(root, pool, args, address, config=config)
+    result.passed(f"unauthenticated client on {address} refused", "; ".join(probes))
+
+
+def _worker_cannot_administer(root: Path, pool: Pool, result: SmokeResult) -> None:
+    """The pool password makes a worker a daemon of the pool, not the seed's administrator."""
+    name = next(iter(WORKERS))
+    address = WORKERS[name][0]
+    master = _daemon_address(root, pool, "MASTER_ADDRESS_FILE")
+    # the worker's own tools and secret, from its address; not FS (a real worker is remote)
+    as_worker = {"config": f"/etc/{name}/condor_config",
+                 "env": {"_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "PASSWORD", "_CONDOR_BIND_ALL_INTERFACES": "False"}}
+    read = pool.condor(["condor_status", "-schedd", "-af", "Name"], **as_worker)
+    if read.returncode or not read.stdout.strip():
+        raise SmokeTestFailed(f"the pool identity could not even read: {(read.stdout + read.stderr).strip()}")
+    line = _refusal_seen(root, pool, ["condor_reconfig", "-addr", master], address, **as_worker)
+    denied = re.search(r"PERMISSION DENIED to (\S+) .*access level ADMINISTRATOR", line)
+    if not denied or denied.group(1).split("@")[0] not in ("condor", "condor_pool"):
+        raise SmokeTestFailed(f"the seed refused the worker's condor_reconfig, but not as its pool identity: {line}")
+    result.passed("a worker's pool identity may read but not administer the seed",
+                  f"condor_reconfig as {denied.group(1)}: ADMINISTRATOR denied")
+
+
 def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult) -> None:
     root = work / "rootfs"
     rootfs.unpack_image(image, root)
@@ -185,6 +262,8 @@ def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult
                 _workers_join(root, pool, recipe, result)
                 _job_runs(pool, result)
                 _wrong_secret_refused(root, pool, result)
+                _worker_cannot_administer(root, pool, result)
+            _outsider_refused(root, pool, result)
         finally:
             t = time.monotonic()
             pool.stop()

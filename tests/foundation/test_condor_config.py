@@ -6,8 +6,8 @@ import pytest
 from condor_seed.condor_params import effective_params
 from condor_seed.recipe import available_recipes, load_recipe
 from condor_seed.render import render
-from condor_seed.validate import EMULATED_PUBLIC_IP, QUERIED, Report, base_security, check_condor_config, \
-    staged_config_dir, validate
+from condor_seed.validate import EMULATED_PUBLIC_IP, QUERIED, Report, base_security, check_authorization, \
+    check_condor_config, staged_config_dir, validate
 
 
 @pytest.mark.parametrize("name", available_recipes())
@@ -98,6 +98,34 @@ def test_checks_catch_a_weakened_config(tmp_path):
     check_condor_config(recipe, values, report, EMULATED_PUBLIC_IP)
     failed = {name for name, ok, _ in report.checks if not ok}
     assert failed == {"SEC_DAEMON_INTEGRITY = REQUIRED", "seed runs no STARTD", "TCP_FORWARDING_HOST from the boot file"}
+
+
+@pytest.mark.parametrize("weaker, failed", [
+    ("ALLOW_READ = *\nSEC_READ_AUTHENTICATION = OPTIONAL\n",
+     {"READ needs authentication", "ALLOW_READ refuses unauthenticated@unmapped", "ALLOW_READ refuses anonymous@ssl",
+      "ALLOW_READ refuses ssl@unmapped"}),
+    ("ALLOW_WRITE = */127.0.0.1 $(ALLOW_WRITE)\n",  # a host entry admits every user from there
+     {"ALLOW_WRITE refuses unauthenticated@unmapped", "ALLOW_WRITE refuses anonymous@ssl",
+      "ALLOW_WRITE refuses ssl@unmapped"}),
+    ("ALLOW_ADMINISTRATOR = condor@* root@*\nALLOW_NEGOTIATOR = condor_pool@*\n",
+     {"ALLOW_ADMINISTRATOR refuses the pool identity", "ALLOW_NEGOTIATOR refuses the pool identity"}),
+    ("SEC_DEFAULT_AUTHENTICATION_METHODS = FS, SSL, CLAIMTOBE\n",
+     {f"{level} methods a stranger cannot use" for level in ("READ", "WRITE", "ADMINISTRATOR")}),
+    ("ALLOW_READ = condor@password\n", {"ALLOW_READ admits local users and the pool identity"}),
+])
+def test_authorization_checks_catch_a_weakened_seed(tmp_path, weaker, failed):
+    """`invoke validate` reads the seed's authorization with HTCondor's parser and fails when it opens up."""
+    recipe = load_recipe("rhel9-x86_64-htcondor25")
+    config_dir = staged_config_dir(render(recipe), tmp_path)
+    values = effective_params(config_dir, QUERIED, extra=base_security(recipe))
+    report = Report(recipe.name)
+    check_authorization(values, report)
+    assert report.ok, report.failures()
+    (config_dir / "50-weaker.config").write_text(weaker)
+    values = effective_params(config_dir, QUERIED, extra=base_security(recipe))
+    report = Report(recipe.name)
+    check_authorization(values, report)
+    assert {name for name, ok, _ in report.checks if not ok} == failed
 
 
 def test_rendered_tree_records_modes_and_owners(tmp_path):
