@@ -1,11 +1,11 @@
 """A small evaluator for iam/builder-policy.json: is an API action allowed by the policy?
 
 It matches `Action` / `NotAction` patterns (IAM wildcards `*` and `?`, case-insensitive) and lets an
-explicit Deny win. Resources and Conditions are IGNORED: the emulator does not enforce them, so this
-proves that every operation the code makes is granted at all, not that the resource scoping and
-conditions (tags, IMDSv2, no instance profile) fit each call; those are reviewed by reading the policy.
+explicit Deny win. Resources and Conditions are IGNORED here; test_iam_enforced.py runs the
+pipeline against moto with IAM enforcement on, and parliament lints resources and condition keys.
 
 Reusable by any test: `disallowed(actions)` returns the actions the policy does not grant.
+`emulator_view(policy)` is the policy as moto 5.2 can enforce it (see that function).
 """
 from __future__ import annotations
 
@@ -50,3 +50,26 @@ def _as_list_of_dicts(value) -> list[dict]:
 def disallowed(actions, policy: dict | None = None) -> list[str]:
     policy = policy or load_policy()
     return sorted(a for a in set(actions) if not is_allowed(a, policy))
+
+
+def emulator_view(policy: dict | None = None) -> dict:
+    """The policy with every Resource made `*`, the only form moto 5.2's enforcement can match.
+
+    What moto evaluates for EC2 and SSM requests (moto/core/responses.py, moto/iam/access_control.py):
+    the action against Action/NotAction, Allow versus explicit Deny, over all policies attached to
+    the calling user (or its groups). What it does NOT evaluate:
+    - Resource: every EC2/SSM request is authorized against the resource `*`, so a statement naming
+      ARNs (instance/*, parameter/htcondor/seed/*) never matches and would deny what AWS allows;
+      this view therefore widens Resource to `*` (scoping is linted by parliament instead).
+    - Condition: no request context is built (no aws:RequestTag, aws:ResourceTag, ec2:CreateAction,
+      ec2:MetadataHttpTokens, ...); StringEquals is compared with nothing and passes, every other
+      operator (StringLike, Null, ForAllValues:...) is skipped. Tag scoping is not enforced.
+    - Calls answered in the test process (EmulatorGaps: image block public access, ImdsSupport
+      readback) never reach the server and are checked by `disallowed()` only.
+    - sts:GetCallerIdentity is always allowed.
+    """
+    policy = json.loads(json.dumps(policy or load_policy()))
+    for statement in _as_list_of_dicts(policy["Statement"]):
+        statement["Resource"] = "*"
+    return policy
+

@@ -32,6 +32,21 @@ def test_least_privilege_spot_checks():
                    "s3:GetObject", "ec2:ModifyInstanceAttribute"):
         assert not is_allowed(action), action
     assert disallowed(PUBLISH_OPERATIONS) == []
+    # granted on main and never used: gone
+    for action in ("ec2:StopInstances", "ec2:DisableImageDeprecation", "ssm:DeleteParameter",
+                   "ec2:ModifySnapshotAttribute", "ec2:DescribeInstanceAttribute"):
+        assert not is_allowed(action), action
+
+
+def test_every_mutating_statement_is_scoped():
+    """No action that changes something is granted on `*` without a condition, except turning off
+    image block public access (an account setting, only with --disable-block-public-access)."""
+    account_wide = {"ec2:DisableImageBlockPublicAccess"}
+    for statement in load_policy()["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        mutating = [a for a in actions if not a.split(":")[1].startswith(("Describe", "Get"))]
+        if mutating and statement["Resource"] == "*" and "Condition" not in statement:
+            assert set(mutating) <= account_wide, statement["Sid"]
 
 
 def test_every_operation_of_build_smoke_and_cleanup_is_allowed(emu):
