@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,32 @@ def test_test_workflow_runs_the_readme_command():
     runs = " ".join(s.get("run", "") for s in wf["jobs"]["test"]["steps"])
     assert ".ci/run" in runs
     assert "invoke test" in (PROJECT_DIR / ".ci/run").read_text()
+
+
+def _nightly_run_lines() -> list[str]:
+    steps = _load(PROJECT_DIR / ".github/workflows/nightly.yml")["jobs"]["nightly"]["steps"]
+    return [line.strip() for step in steps for line in step.get("run", "").splitlines()]
+
+
+def test_nightly_installs_only_locked_hashed_dependencies():
+    """The job that assumes the publishing role installs nothing unpinned: one pip install, of the
+    lock file, with --require-hashes (pip then refuses any file whose hash is not in the lock)."""
+    installs = [line for line in _nightly_run_lines() if "pip install" in line]
+    assert installs == ["python -m pip install --require-hashes --no-deps -r requirements/nightly.txt"]
+
+
+def test_lock_file_pins_every_dependency_with_hashes():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (PROJECT_DIR / "requirements/nightly.txt").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
+    pinned = {canonicalize_name(name): version for name, version, _ in entries}
+    requirement_lines = [line for line in text.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
+    assert len(requirement_lines) == len(entries), "every requirement is name==version with sha256 hashes"
+    project = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    for spec in map(Requirement, project):
+        name = canonicalize_name(spec.name)
+        assert name in pinned, f"{spec.name} from pyproject.toml is not in requirements/nightly.txt"
+        assert spec.specifier.contains(pinned[name]), f"{spec.name}=={pinned[name]} does not satisfy {spec}"
+
