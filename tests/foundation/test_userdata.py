@@ -10,10 +10,13 @@ from condor_seed.userdata import USER_DATA_LIMIT, encode_user_data
 
 
 @pytest.mark.parametrize("name", available_recipes())
-def test_bake_script_fits_raw(name):
+def test_bake_script_fits_user_data(name):
+    """Raw when it fits; the bake script outgrew 16 KB (package signatures, the leak check), so
+    most recipes go gzipped, which cloud-init unpacks."""
     script = render(load_recipe(name)).bake_script.content
-    assert encode_user_data(script) == script.encode()
-    assert len(script.encode()) <= USER_DATA_LIMIT
+    packed = encode_user_data(script)
+    assert len(packed) <= USER_DATA_LIMIT
+    assert packed == script.encode() if len(script.encode()) <= USER_DATA_LIMIT else gzip.decompress(packed) == script.encode()
 
 
 def test_large_script_is_gzipped_deterministically():
