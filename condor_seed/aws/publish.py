@@ -3,8 +3,9 @@
 Order of events (each step is skipped when it is already done, so a re-run only finishes what is
 missing):
 
-1. Gate, read-only: the manifest says the secret scan and the smoke test passed, the image is not
-   encrypted, and image block public access is off in every target region (or
+1. Gate, read-only: the image belongs to the caller's account and carries this project's build tags
+   (build id and recipe, no expiry, `smoke-test=passed`), which a local file cannot forge; the
+   manifest agrees (secret scan and smoke test passed, same build); the image is not encrypted, and image block public access is off in every target region (or
    `--disable-block-public-access` turns it off and waits until it reads `unblocked`, bounded).
 2. Copy to every target region concurrently (`copy_image` with a `ClientToken` derived from the source
    and the region, tags requested on the copy), an existing copy (found by tag or name) is reused.
@@ -182,7 +183,7 @@ class Publisher:
 
     # -------------------------------------------------------------------------- gate
     def gate(self, disable_bpa: bool) -> None:
-        src, problems = self.source, []
+        src, problems = self.source, self._provenance()
         where = src.manifest_path or "no manifest (publish with --manifest PATH)"
         for key, label in (("secret_scan", "secret scan"), ("smoke_test", "smoke test")):
             value = src.custom.get(key, "not-run")
@@ -201,6 +202,22 @@ class Publisher:
             raise PublishError(f"refusing to publish {src.ref} ({self.recipe.name}): " + "; ".join(problems))
         if self.public:
             self._block_public_access(disable_bpa)
+
+    def _provenance(self) -> list[str]:
+        """What a local manifest cannot vouch for (anyone can edit it): the image is in the caller's
+        own account and carries the tags only this project's build and smoke test put there."""
+        src, problems = self.source, []
+        tags = tag_dict(src.image.get("Tags"))
+        account = self.aws.caller_identity(src.region).get("Account")
+        if src.image.get("OwnerId") != account:
+            problems.append(f"it belongs to account {src.image.get('OwnerId')}, not to yours ({account})")
+        if not tags.get(BUILD_ID_TAG) or tags.get(RECIPE_TAG) != self.recipe.name:
+            problems.append(f"it lacks this project's build tags ({BUILD_ID_TAG}, {RECIPE_TAG}={self.recipe.name})")
+        elif src.custom.get("build_id") not in (None, tags[BUILD_ID_TAG]):
+            problems.append(f"the manifest's build {src.custom['build_id']!r} is not the image's {tags[BUILD_ID_TAG]!r}")
+        if tags.get(SMOKE_TEST_TAG) != "passed":
+            problems.append(f"its {SMOKE_TEST_TAG} tag is {tags.get(SMOKE_TEST_TAG, 'missing')!r}, it must be 'passed'")
+        return problems
 
     def _encrypted(self) -> bool:
         if str(self.source.custom.get("encrypted", "false")).lower() == "true":

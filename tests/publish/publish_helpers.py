@@ -10,7 +10,7 @@ from pathlib import Path
 
 from condor_seed import manifest
 from condor_seed.aws.session import Aws
-from condor_seed.aws.tags import BUILD_ID_TAG, RECIPE_TAG
+from condor_seed.aws.tags import BUILD_ID_TAG, RECIPE_TAG, SMOKE_TEST_TAG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))  # the AWS build tests' helpers
 from iam_policy import disallowed  # noqa: E402
@@ -33,8 +33,9 @@ def set_creation_date(region: str, image_id: str, when: dt.datetime) -> None:
 
 
 def make_seed(aws: Aws, *, region="us-east-1", build_id="build-1", recipe=RECIPE, name=None,
-              created: dt.datetime | None = None, public=False) -> str:
-    """A baked seed image as the build leaves it: from a stopped instance, tagged with recipe and build."""
+              created: dt.datetime | None = None, public=False, smoke_test: str | None = "passed") -> str:
+    """A baked seed image as build and smoke test leave it: from a stopped instance, tagged with recipe,
+    build and the smoke test's result."""
     ec2 = aws.ec2(region)
     base = ec2.register_image(Name=f"base-{build_id}", RootDeviceName="/dev/sda1",
                               BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}])["ImageId"]
@@ -42,7 +43,8 @@ def make_seed(aws: Aws, *, region="us-east-1", build_id="build-1", recipe=RECIPE
     image_id = ec2.create_image(
         InstanceId=instance["InstanceId"], Name=name or f"htcondor-seed-{recipe}-{build_id}",
         TagSpecifications=[{"ResourceType": "image", "Tags": [
-            {"Key": RECIPE_TAG, "Value": recipe}, {"Key": BUILD_ID_TAG, "Value": build_id}]}],
+            {"Key": RECIPE_TAG, "Value": recipe}, {"Key": BUILD_ID_TAG, "Value": build_id}]
+            + ([{"Key": SMOKE_TEST_TAG, "Value": smoke_test}] if smoke_test else [])}],
     )["ImageId"]
     ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
     ec2.deregister_image(ImageId=base)

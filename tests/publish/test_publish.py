@@ -154,6 +154,48 @@ def test_gate_refuses(emulated, tmp_path, record, expected):
     assert emulated.mutating() == []
 
 
+def test_forged_manifest_is_refused_by_the_image_tags(emulated, tmp_path):
+    """Editing `"smoke_test": "failed"` to `"passed"` in the manifest does not publish: the image says otherwise."""
+    image_id = make_seed(emulated.setup, smoke_test="failed")
+    path = write_manifest(tmp_path, image_id)  # says passed
+    with pytest.raises(PublishError) as err:
+        publish_ami(emulated.aws, manifest=path, **FAST)
+    assert "condor-seed:smoke-test tag is 'failed'" in str(err.value) and "\n" not in str(err.value)
+    assert emulated.mutating() == [] and not emulated.ops(operation="CopyImage")
+
+
+def test_untagged_image_of_our_account_is_refused(emulated, tmp_path):
+    ec2 = emulated.setup.ec2("us-east-1")
+    image_id = ec2.register_image(Name="someone-elses-idea", RootDeviceName="/dev/sda1")["ImageId"]
+    path = write_manifest(tmp_path, image_id)
+    with pytest.raises(PublishError, match="lacks this project's build tags"):
+        publish_ami(emulated.aws, manifest=path, **FAST)
+    assert emulated.mutating() == []
+
+
+def test_manifest_naming_another_build_is_refused(emulated, tmp_path):
+    image_id = make_seed(emulated.setup, build_id="build-7")
+    path = write_manifest(tmp_path, image_id, build_id="build-1")
+    with pytest.raises(PublishError, match="manifest's build 'build-1' is not the image's 'build-7'"):
+        publish_ami(emulated.aws, manifest=path, **FAST)
+
+
+def test_image_of_another_account_is_refused_and_nothing_copied(emulated, tmp_path):
+    """The manifest names an image owned by 999999999999 (tagged like ours, even): nothing is copied."""
+    from condor_seed.emulator.aws import add_image, backend
+
+    image_id = add_image("us-east-1", "ami-0999999999foreign", "htcondor-seed-rhel9-x86_64-foreign", owner="999999999999")
+    for key, value in ((RECIPE_TAG, "rhel9-x86_64"), (BUILD_ID_TAG, "build-1"), ("condor-seed:smoke-test", "passed")):
+        backend("us-east-1").create_tags([image_id], {key: value})
+    path = write_manifest(tmp_path, image_id)
+    with pytest.raises(PublishError) as err:
+        publish_ami(emulated.aws, manifest=path, **FAST)
+    assert "belongs to account 999999999999, not to yours (123456789012)" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert emulated.mutating() == [] and not emulated.ops(operation="CopyImage")
+    assert emulated.setup.ssm("us-east-1").describe_parameters()["Parameters"] == []
+
+
 def test_ami_without_manifest_record_is_refused(emulated, tmp_path):
     image_id = make_seed(emulated.setup)
     with pytest.raises(PublishError, match="no manifest"):
