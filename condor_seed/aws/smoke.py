@@ -1,7 +1,8 @@
 """`invoke smoke-test --region R --ami ID`: boot the new image and require the seed's console markers.
 
 The instance runs as a user would run the seed (IMDSv2 required, no key pair, no inbound rule, no
-instance profile); the test passes when the boot script reported (`CONDOR-SEED-BOOT:`) and the
+instance profile); the test passes when the first-boot step made this instance's pool secrets
+(`CONDOR-SEED-FIRST-BOOT:`), the boot script reported (`CONDOR-SEED-BOOT:`) and the
 collector, negotiator and schedd are up (`CONDOR-SEED-READY: collector negotiator schedd up`).
 The instance and its security group are removed on every exit path.
 """
@@ -54,9 +55,12 @@ def smoke_verdict(text: str) -> tuple[bool | None, str]:
         if any(line.startswith(f"{marker} FAILED") for marker in MARKERS.values()):
             return False, line
     booted = any(line.startswith(MARKERS["boot"]) for line in lines)
-    if booted and READY_LINE in lines:
+    # the instance's own pool secrets were made: without them no worker could ever join
+    secrets_made = any(line.startswith(MARKERS["first_boot"]) for line in lines)
+    if booted and secrets_made and READY_LINE in lines:
         return True, READY_LINE
-    return None, "boot marker seen, daemons not up yet" if booted else "no boot marker yet"
+    missing = [name for name, seen in (("first-boot", secrets_made), ("boot", booted)) if not seen]
+    return None, f"no {' or '.join(missing)} marker yet" if missing else "markers seen, daemons not up yet"
 
 
 @dataclass

@@ -125,7 +125,8 @@ def sample_packages(condor_version: str, errata: int = 0, count: int = 600) -> P
 
 @dataclass
 class GuestSimulator:
-    """mode: success | fail | hang (bake); seed: ready | fail | silent (smoke test).
+    """mode: success | fail | hang (bake); seed: ready | fail | silent | no-first-boot (smoke test;
+    no-first-boot: the secrets step died without its marker, the daemons still came up).
     `errata`: how many packages of the guest's list carry an update (RHEL errata no one outside AWS sees)."""
 
     endpoint: str
@@ -227,8 +228,8 @@ class GuestSimulator:
         if self.seed == "silent":
             return
         time.sleep(self.boot_seconds)
-        self.console[instance.id] = f"{MARKERS['first_boot']} created pool password\n" \
-                                    f"{MARKERS['boot']} public-ip=203.0.113.7 TCP_FORWARDING_HOST set\n"
+        first_boot = "" if self.seed == "no-first-boot" else f"{MARKERS['first_boot']} created pool password\n"
+        self.console[instance.id] = first_boot + f"{MARKERS['boot']} public-ip=203.0.113.7 TCP_FORWARDING_HOST set\n"
         time.sleep(self.boot_seconds)
         line = "FAILED: daemons not up in time" if self.seed == "fail" else "collector negotiator schedd up"
         self.console[instance.id] += f"{MARKERS['ready']} {line}\n"

@@ -47,7 +47,8 @@ def test_smoke_test_boots_the_image_and_requires_both_markers(emu):
     assert T.tag_dict(image["Tags"])[T.SMOKE_TEST_TAG] == "passed"
 
 
-@pytest.mark.parametrize("seed, message", [("fail", "daemons not up in time"), ("silent", "timed out")])
+@pytest.mark.parametrize("seed, message", [("fail", "daemons not up in time"), ("silent", "timed out"),
+                                           ("no-first-boot", "no first-boot marker")])
 def test_smoke_test_failure_leaves_nothing_behind(emu, seed, message):
     result = built(emu)
     finished = emu.snapshot_state()
