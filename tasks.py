@@ -97,7 +97,8 @@ def _aws_region(aws, region):
     "region": "region to build in (default: AWS_REGION / your profile's region)",
     "recipe": "recipe, comma-separated recipes (built concurrently) or `all` (default rhel9-x86_64)",
     "profile": "AWS profile (default: the standard credential chain)",
-    "base_ami": "start from this AMI instead of the newest matching RHEL image",
+    "base_ami": "start from this AMI instead of the newest matching RHEL image (it must be Red Hat's)",
+    "allow_foreign_base": "let --base-ami be an image of another account than Red Hat's (you vouch for it)",
     "force": "replace an existing AMI of the same name (deregister it, delete its snapshots); local: a fresh base",
     "poll_interval": "seconds between state polls (default 5)",
     "timeout": "seconds each long wait (the bake, the image) may take (default 2700)",
@@ -109,7 +110,8 @@ def _aws_region(aws, region):
 })
 @one_line_errors
 def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=False, poll_interval=None,
-               timeout=None, target=None, mirror=None, cache_dir=None, out=None, keep_work=False):
+               timeout=None, target=None, mirror=None, cache_dir=None, out=None, keep_work=False,
+               allow_foreign_base=False):
     """Bake recipes into AMIs on EC2 without SSH (or, with --target local, into a rootfs image here)."""
     from condor_seed.errors import RecipeError
     from condor_seed.recipe import load_recipes
@@ -129,7 +131,8 @@ def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=F
     if base_ami and len(recipes) > 1:
         raise RecipeError("--base-ami applies to one recipe; build the others separately")
     aws = Aws(profile=profile)
-    opts = BuildOptions(region=_aws_region(aws, region), force=force, base_ami=base_ami)
+    opts = BuildOptions(region=_aws_region(aws, region), force=force, base_ami=base_ami,
+                        allow_foreign_base=allow_foreign_base)
     opts.poll_interval = float(poll_interval) if poll_interval else opts.poll_interval
     opts.timeout = float(timeout) if timeout else opts.timeout
     for result in build_recipes(aws, recipes, opts):

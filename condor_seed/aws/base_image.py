@@ -42,8 +42,9 @@ def find_base_image(ec2, recipe: Recipe) -> BaseImage:
     return BaseImage.from_api(max(images, key=lambda image: image.get("CreationDate", "")))
 
 
-def describe_base_image(ec2, image_id: str, recipe: Recipe) -> BaseImage:
-    """--base-ami: it must exist here and match the recipe's architecture."""
+def describe_base_image(ec2, image_id: str, recipe: Recipe, allow_foreign: bool = False) -> BaseImage:
+    """--base-ami: it must exist here, match the recipe's architecture and belong to the recipe's base
+    image owner (Red Hat), unless --allow-foreign-base says to trust another account's image."""
     try:
         images = ec2.describe_images(ImageIds=[image_id])["Images"]
     except botocore.exceptions.ClientError as exc:
@@ -51,6 +52,12 @@ def describe_base_image(ec2, image_id: str, recipe: Recipe) -> BaseImage:
     if not images:
         raise PreflightError(f"--base-ami {image_id}: no such image in {ec2.meta.region_name}")
     base = BaseImage.from_api(images[0])
+    owner = images[0].get("OwnerId")
+    if owner != recipe.base_image_owner and not allow_foreign:
+        raise PreflightError(
+            f"--base-ami {image_id} belongs to account {owner}, not {recipe.base_image_owner} (the recipe's base image "
+            "owner): pass --allow-foreign-base if you trust it; it becomes a public seed"
+        )
     if base.architecture and base.architecture != recipe.architecture:
         raise PreflightError(
             f"--base-ami {image_id} is {base.architecture}, recipe {recipe.name} builds {recipe.architecture}"

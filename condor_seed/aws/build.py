@@ -46,6 +46,7 @@ class BuildOptions:
     region: str
     force: bool = False
     base_ami: str | None = None
+    allow_foreign_base: bool = False  # --base-ami may belong to another account than the recipe's base owner
     poll_interval: float = DEFAULT_POLL_INTERVAL
     timeout: float = DEFAULT_TIMEOUT  # for each long wait: the bake, the image
     console_every: float = 30.0  # read the console this often while the guest runs
@@ -82,11 +83,12 @@ def secret_scan_result(tags: dict[str, str]) -> str:
 
 
 def plan_content(ec2, recipe: Recipe, base_ami: str | None = None, tree: RenderedTree | None = None,
-                 condor_version: str | None = None) -> tuple[BaseImage, str]:
+                 condor_version: str | None = None, allow_foreign_base: bool = False) -> tuple[BaseImage, str]:
     """The base image a build starts from (`base_ami`, else the newest matching one) and the content
     fingerprint it will tag (with `condor_version`, the upstream condor, when known): read-only, so
     nightly asks the same question before deciding to build."""
-    base = describe_base_image(ec2, base_ami, recipe) if base_ami else find_base_image(ec2, recipe)
+    base = (describe_base_image(ec2, base_ami, recipe, allow_foreign_base) if base_ami
+            else find_base_image(ec2, recipe))
     return base, fingerprint(tree or render(recipe), base.image_id, condor_version)
 
 
@@ -188,7 +190,7 @@ class Build:
 
     def find_base(self):
         self.base, self.fingerprint = plan_content(self.ec2, self.recipe, self.opts.base_ami, self.tree,
-                                                   self.opts.condor_version)
+                                                   self.opts.condor_version, self.opts.allow_foreign_base)
         self.report(f"base image {self.base.image_id} ({self.base.name}, {self.base.creation_date}); "
                     f"fingerprint {self.fingerprint[:19]}…; build id {self.build_id}")
 

@@ -277,6 +277,14 @@ def test_base_ami_override_and_architecture_check(emu):
         build(emu, base_ami=emu.bases["rhel9_arm"], now=lambda: FIXED_NOW)
 
 
+def test_base_ami_of_another_account_needs_allow_foreign_base(emu):
+    with pytest.raises(PreflightError, match="belongs to account 999999999999, not 309956199498.*--allow-foreign-base"):
+        build(emu, base_ami=emu.bases["impostor"])
+    assert not emu.recorder.ops("RunInstances") and emu.leaks() == {}
+    result = build(emu, base_ami=emu.bases["impostor"], allow_foreign_base=True)
+    assert emu.recorder.ops("RunInstances")[0].params["ImageId"] == emu.bases["impostor"] and result.image_id
+
+
 def test_parallel_builds_with_prefixed_logs(emu, capsys):
     recipes = [load_recipe("rhel9-x86_64"), load_recipe("rhel9-arm64")]
     results = build_recipes(emu.aws, recipes, emu.options())
