@@ -166,12 +166,14 @@ class Build:
     def steps(self) -> list[Step]:
         return [
             Step("preflight", self.preflight),
-            Step("remove the colliding AMI (--force)", self.remove_collisions),
             Step("base image", self.find_base),
             *self.builder.steps(
                 self.launch_spec, wait=Step("bake", self.wait_bake), launch_name="launch builder",
                 note=f"; waiting for the bake (timeout {fmt_seconds(self.opts.timeout)})",
+                # --force: the old AMI goes only once the bake succeeded, just before the new one is
+                # created (AWS keeps AMI names unique per region, so it cannot wait any longer).
                 while_up=[Step("SBOM", self.write_sbom, self.delete_sbom),
+                          Step("remove the colliding AMI (--force)", self.remove_collisions),
                           Step("create image", self.create_image, self.delete_image),
                           Step("wait for image", self.wait_image)]),
             Step("manifest", self.write_manifest),

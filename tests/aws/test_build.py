@@ -277,6 +277,15 @@ def test_base_ami_override_and_architecture_check(emu):
         build(emu, base_ami=emu.bases["rhel9_arm"], now=lambda: FIXED_NOW)
 
 
+def test_force_keeps_the_old_image_when_the_new_bake_fails(emu):
+    first = build(emu, now=lambda: FIXED_NOW)
+    emu.guest.mode = "fail"
+    with pytest.raises(GuestFailed):
+        build(emu, now=lambda: FIXED_NOW, force=True)
+    assert emu.ec2.describe_images(ImageIds=[first.image_id])["Images"][0]["State"] == "available"
+    assert not emu.recorder.ops("DeregisterImage")
+
+
 def test_base_ami_of_another_account_needs_allow_foreign_base(emu):
     with pytest.raises(PreflightError, match="belongs to account 999999999999, not 309956199498.*--allow-foreign-base"):
         build(emu, base_ami=emu.bases["impostor"])
