@@ -9,10 +9,14 @@ Like Packer, a new build is appended and `last_run_uuid` points at it. custom_da
 strings (Packer's rule): recipe, fingerprint, base_ami, base_ami_name, base_ami_date,
 htcondor_version, build_id, secret_scan / smoke_test ("passed" | "failed" | "not-run"), encrypted;
 `resumed: "true"` marks an entry nightly recreated from the image's tags (`nightly.build_from_image`).
-Writes are atomic (temp file + rename) and serialised within the process.
+Writes are atomic (temp file + rename); read-modify-write is serialised within the process (a lock)
+and between processes (`flock` on a `.NAME.lock` file next to the manifest), so two runs updating
+one manifest lose nothing.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -64,6 +68,19 @@ def save(path: Path, data: dict) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """This process's threads and every other process, one at a time, for one manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock, open(path.parent / f".{path.name}.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 def format_artifact_id(region_amis: dict[str, str]) -> str:
     return ",".join(f"{region}:{ami}" for region, ami in region_amis.items())
 
@@ -87,7 +104,7 @@ def new_build(*, recipe: str, build_id: str, region_amis: dict[str, str], custom
 
 
 def append_build(path: Path, build: dict) -> Path:
-    with _lock:
+    with _exclusive(path):
         data = load(path) if Path(path).exists() else {"builds": []}
         data.setdefault("builds", []).append(build)
         data["last_run_uuid"] = build["packer_run_uuid"]
@@ -113,7 +130,7 @@ def has_build(path: Path, build_id: str | None) -> bool:
 def update_build(path: Path, build_id: str | None, *, artifact_id: str | None = None,
                  custom_data: dict[str, str] | None = None, region_amis: dict[str, str] | None = None) -> dict:
     """Change one build in place: replace artifact_id, add `region:ami` pairs, merge custom data."""
-    with _lock:
+    with _exclusive(path):
         data = load(path)
         build = find_build(data, build_id)
         if artifact_id is not None:
