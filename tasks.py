@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -53,12 +54,15 @@ def validate(c, recipe=None, all=False):
 @task(help={"k": "only tests matching this pytest -k expression", "x": "stop at the first failure"})
 def test(c, k=None, x=False):
     """Run the whole test suite (what CI runs)."""
-    args = ["python", "-m", "pytest", "-ra"]
+    from condor_seed.paths import tool_search_path
+
+    # This interpreter (the project's venv) runs pytest, and its tools (shellcheck, zizmor) come first on PATH.
+    args = [sys.executable, "-m", "pytest", "-ra"]
     if k:
-        args += ["-k", repr(k)]
+        args += ["-k", k]
     if x:
         args.append("-x")
-    c.run(" ".join(args), pty=False)
+    c.run(shlex.join(args), pty=False, env={"PATH": tool_search_path()})
 
 
 # ---- local target: a rootfs image and a real pool on this machine
