@@ -27,7 +27,28 @@ REGION_RE = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
 VERSION_RE = r"^\d+\.\d+(\.\d+)?$"
 FINGERPRINT_RE = r"^[0-9A-F]{40}$"  # an OpenPGP v4 fingerprint as gpg prints it
 
-_str = {"type": "string", "minLength": 1}
+MAX_RECIPE_BYTES = 64 * 1024  # a recipe is a page of YAML; anything bigger is a mistake (or an attack)
+RECIPE_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+RESERVED_TAG_RE = r"^(?i:condor-seed:|aws:)"  # what the pipeline sets itself (or AWS refuses)
+
+_str = {"type": "string", "minLength": 1, "pattern": r"^[^\x00-\x1f\x7f]*$",
+        "description": "one line of text (no newline or control character)"}
+
+
+def _safe(pattern: str, description: str, max_length: int = 255) -> dict:
+    """A string that reaches an HTCondor config file or a shell script: one line of a safe character set."""
+    return {"type": "string", "pattern": pattern, "maxLength": max_length, "description": description}
+
+
+# Fields the templates put into config.d or bake.sh: the schema allows only these characters (the
+# templates quote them as well; see render.py's filters).
+_ABS_PATH = _safe(r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$",
+                  "an absolute path of letters, digits and ._- (no spaces, quotes, $ or ..)", 200)
+_HOST = _safe(r"^(\$\([A-Z][A-Z0-9_]*\)|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$",
+              "a host name, an IPv4 address or one HTCondor macro like $(FULL_HOSTNAME)", 253)
+_INTERFACE = _safe(r"^[A-Za-z0-9*.:_-]+$", "an interface name, an IP address or a pattern like * or 10.*", 64)
+_HTTPS_URL = _safe(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$",
+                   "an https:// URL of letters, digits and ._~-/ (no spaces, quotes or $)", 200)
 _obj = lambda props, required=(): {  # noqa: E731 - tiny schema helper
     "type": "object",
     "properties": props,
@@ -45,7 +66,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "family": {"enum": ["rhel", "debian"]},
                 # Debian's unstable suite (sid) never gets a number.
                 "version": {"type": "string", "pattern": r"^(\d+|unstable)$"},
-                "codename": _str,
+                "codename": _safe(r"^[a-z]+$", "a release code name like trixie", 32),
             },
             ["family", "version"],
         ),
@@ -63,17 +84,17 @@ SCHEMA: dict[str, Any] = _obj(
             {
                 "channel": {"type": "string", "pattern": r"^(\d+\.(\d+|x)|current|debian)$"},
                 "version": {"type": "string", "pattern": VERSION_RE},
-                "repo_base": {"type": "string", "pattern": r"^https://"},
+                "repo_base": _HTTPS_URL,
                 # the distribution's package name: `condor` (HTCondor's RPMs, Debian sid), `htcondor` (Debian 13)
                 "package": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.+-]+$"},
             },
             ["channel", "version", "repo_base", "package"],
         ),
-        "network": _obj({"interface": _str, "condor_host": _str}, ["interface", "condor_host"]),
+        "network": _obj({"interface": _INTERFACE, "condor_host": _HOST}, ["interface", "condor_host"]),
         "pool": _obj(
             {
-                "password_file": {"type": "string", "pattern": r"^/"},
-                "signing_key_file": {"type": "string", "pattern": r"^/"},
+                "password_file": _ABS_PATH,
+                "signing_key_file": _ABS_PATH,
             },
             ["password_file", "signing_key_file"],
         ),
@@ -87,7 +108,12 @@ SCHEMA: dict[str, Any] = _obj(
             },
             ["epel", "htcondor"],
         ),
-        "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}},
+        "tags": {
+            "type": "object",
+            "maxProperties": 40,  # EC2 allows 50 per resource; the pipeline adds its own
+            "propertyNames": {"minLength": 1, "maxLength": 128, "not": {"pattern": RESERVED_TAG_RE}},
+            "additionalProperties": {"type": "string", "maxLength": 256},
+        },
         "regions": {"type": "array", "items": {"type": "string", "pattern": REGION_RE}, "uniqueItems": True},
         # A published seed older than this is rebuilt (kept only if its packages changed).
         "max_age_days": {"type": "integer", "minimum": 1, "maximum": 365},
@@ -255,11 +281,29 @@ class Recipe:
         return self.render_text(template) if template else None
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, refusing what no recipe is: huge, binary, or not a file at all."""
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if not path.is_file():
+            raise RecipeError(f"{path}: is not a file")
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: is {size:,} bytes; a recipe may be at most {MAX_RECIPE_BYTES:,}")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    text = _read_text(path)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
@@ -312,6 +356,9 @@ def load_recipe(name_or_path: str | Path, recipes_dir: Path = RECIPES_DIR) -> Re
     else:
         name = str(name_or_path)
     path = recipes_dir / f"{name}.yaml"
+    if not re.fullmatch(RECIPE_NAME_RE, name):
+        # The name reaches the bake script and file names: lower-case letters, digits and ._- only.
+        raise RecipeError(f"{path}: recipe name {name!r} must be lower-case letters, digits and ._- (at most 64)")
     if name == DEFAULTS_NAME:
         raise RecipeError(f"{path}: is the shared defaults file, not a recipe")
     if not path.exists():
@@ -327,7 +374,18 @@ def load_recipe(name_or_path: str | Path, recipes_dir: Path = RECIPES_DIR) -> Re
     return recipe
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + "…" + text[-4:]
+
+
 def _explain(err: jsonschema.ValidationError) -> str:
+    if err.validator == "pattern" and "description" in err.schema:
+        return f"{_short(err.instance)} is not {err.schema['description']}"
+    if err.validator == "maxLength":
+        return f"{_short(err.instance)} is longer than {err.validator_value} characters"
+    if err.validator == "not" and err.validator_value.get("pattern") == RESERVED_TAG_RE:
+        return f"tag {_short(err.instance)} is reserved: condor-seed: and aws: tags are set by the pipeline"
     if err.validator == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         return f"unknown key {', '.join(map(repr, extra))} (allowed: {', '.join(sorted(err.schema['properties']))})"
@@ -336,8 +394,8 @@ def _explain(err: jsonschema.ValidationError) -> str:
     if err.validator == "pattern" and err.schema.get("pattern") == REGION_RE:
         return f"{err.instance!r} is not an AWS region name (like us-east-1)"
     if err.validator == "enum":
-        return f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
-    return err.message
+        return f"{_short(err.instance)} is not one of {', '.join(map(str, err.validator_value))}"
+    return err.message if len(err.message) <= 200 else err.message[:195] + " …"
 
 
 def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:

@@ -6,6 +6,7 @@ Every file carries its mode and owner, so the bake script and the local target l
 from __future__ import annotations
 
 import json
+import shlex
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -106,13 +107,29 @@ def _write(target: Path, f: RenderedFile) -> None:
     target.chmod(stat.S_IMODE(f.mode))
 
 
+def shell_word(value: object) -> str:
+    """`{{ x | sh }}`: one shell word, whatever the value holds (the schema already narrows it)."""
+    return shlex.quote(str(value))
+
+
+def condor_value(value: object) -> str:
+    """`{{ x | condor }}`: a value for one HTCondor config line. The config language has no quoting, so
+    what could start another line (a newline, a trailing backslash continues the line) is refused."""
+    text = str(value)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in text) or text.endswith("\\"):
+        raise ValidationError(f"{text!r} cannot be an HTCondor config value (control character or line continuation)")
+    return text
+
+
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters.update(sh=shell_word, condor=condor_value)
+    return env
 
 
 def render(recipe: Recipe) -> RenderedTree:
