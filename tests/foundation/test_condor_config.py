@@ -7,7 +7,7 @@ from condor_seed.condor_params import effective_params
 from condor_seed.recipe import available_recipes, load_recipe
 from condor_seed.render import render
 from condor_seed.validate import EMULATED_PUBLIC_IP, QUERIED, Report, base_security, check_authorization, \
-    check_condor_config, staged_config_dir, validate
+    check_condor_config, check_security_knobs, staged_config_dir, validate
 
 
 @pytest.mark.parametrize("name", available_recipes())
@@ -126,6 +126,29 @@ def test_authorization_checks_catch_a_weakened_seed(tmp_path, weaker, failed):
     report = Report(recipe.name)
     check_authorization(values, report)
     assert {name for name, ok, _ in report.checks if not ok} == failed
+
+
+@pytest.mark.parametrize("stray", [
+    "ALLOW_CONFIG = *",                        # like the ALLOW_ADMINISTRATOR a newline in a recipe injected
+    "SEC_DEFAULT_AUTHENTICATION = OPTIONAL",
+    "use SECURITY : host_based",               # a whole metaknob of weaker settings
+    "DENY_WRITE = $(DENY_WRITE) nobody@*",
+])
+def test_validate_catches_an_unexpected_security_knob(tmp_path, stray):
+    """Every ALLOW_/DENY_/SEC_ value is compared with base security alone: a knob nobody meant to set fails."""
+    recipe = load_recipe("rhel9-x86_64")
+    config_dir = staged_config_dir(render(recipe), tmp_path)
+    clean = Report(recipe.name)
+    check_security_knobs(recipe, config_dir, clean)
+    assert clean.ok, clean.failures()
+    (config_dir / "10-seed-network.config").write_text(
+        (config_dir / "10-seed-network.config").read_text() + stray + "\n")
+    report = Report(recipe.name)
+    check_security_knobs(recipe, config_dir, report)
+    assert not report.ok
+    [line] = report.failures()
+    assert line.startswith("rhel9-x86_64: no unexpected ALLOW/DENY/SEC knob: ")
+    assert stray.split()[0] in line or "host_based" in stray
 
 
 def test_rendered_tree_records_modes_and_owners(tmp_path):
