@@ -81,7 +81,8 @@ def latest_local_build(recipe: Recipe, out_dir: Path) -> tuple[Path, dict, Path]
 def _boot(root: Path, pool: Pool, imds_url: str, result: SmokeResult) -> None:
     """What the systemd units do on an instance, in their order."""
     libexec = IMAGE_PATHS["libexec"]
-    env = {"CONDOR_SEED_IMDS_ENDPOINT": imds_url}
+    # The emulated public IP is on this host's loopback: the boot script's test-only allowance for it.
+    env = {"CONDOR_SEED_IMDS_ENDPOINT": imds_url, "CONDOR_SEED_ALLOW_LOOPBACK_IP": "yes"}
     start = time.monotonic()
     first = run_in(root, [f"{libexec}/condor-seed-first-boot"], env=env, capture_output=True, text=True, check=False)
     if first.returncode or MARKERS["first_boot"] not in first.stdout:

@@ -78,3 +78,46 @@ def test_garbage_answer_is_not_written(staged):
     assert "rm -rf" not in runtime.read_text()
     assert "TCP_FORWARDING_HOST stays unset" in runtime.read_text()
     assert proc.returncode == 0
+
+
+UNUSABLE_PUBLIC_IPS = {
+    "999.999.999.999": "octet 999 is over 255",
+    "203.0.113": "not a dotted-decimal IPv4 address",
+    "127.0.0.2": "a loopback address (127.0.0.0/8)",
+    "169.254.169.254": "a link-local address (169.254.0.0/16)",
+    "10.1.2.3": "a private address (RFC 1918)",
+    "172.31.0.5": "a private address (RFC 1918)",
+    "192.168.0.7": "a private address (RFC 1918)",
+    "100.64.0.1": "a carrier-grade NAT address (100.64.0.0/10)",
+    "0.0.0.0": "0.0.0.0/8 is not a host address",
+    "224.0.0.1": "a multicast or reserved address (224.0.0.0/3)",
+    "010.1.2.3": "octet 010 has a leading zero",
+    "<html>oops</html>": "not a dotted-decimal IPv4 address",
+}
+
+
+@pytest.mark.parametrize("answer", sorted(UNUSABLE_PUBLIC_IPS))
+def test_unusable_public_ip_is_named_and_not_written(staged, answer):
+    """A 200 reply that is no public IPv4 is reported as such (not as 'unreachable') and never configured."""
+    tree, config_dir, runtime = staged
+    with ImdsEmulator(public_ip=answer) as imds:
+        proc = run_boot_script(tree, runtime, imds.url, attempts=3)
+        lookups = [r for r in imds.requests if r == ("GET", "/latest/meta-data/public-ipv4")]
+    assert proc.returncode == 0, "HTCondor must still start"
+    problem = UNUSABLE_PUBLIC_IPS[answer]
+    assert f"CONDOR-SEED-BOOT: metadata answered public-ipv4 '{answer}': {problem}; not used" in proc.stdout
+    assert "unreachable" not in proc.stdout and len(lookups) == 1, "an answer is not retried"
+    assert _tcp_forwarding_host(config_dir)["TCP_FORWARDING_HOST"] is None
+    assert "EC2PublicIP" not in runtime.read_text() and "<html>" not in runtime.read_text()
+
+
+@pytest.mark.parametrize("allowed", ["no", "yes"])
+def test_loopback_only_with_the_test_allowance(staged, allowed, monkeypatch):
+    """The local smoke test emulates the public IP on loopback; only its explicit allowance accepts it."""
+    tree, config_dir, runtime = staged
+    monkeypatch.setenv("CONDOR_SEED_ALLOW_LOOPBACK_IP", allowed)
+    with ImdsEmulator(public_ip="127.0.0.2") as imds:
+        proc = run_boot_script(tree, runtime, imds.url, attempts=1)
+    assert proc.returncode == 0
+    expected = "127.0.0.2" if allowed == "yes" else None
+    assert _tcp_forwarding_host(config_dir)["TCP_FORWARDING_HOST"] == expected
