@@ -10,6 +10,7 @@ from pathlib import Path
 
 from invoke import task
 
+from condor_seed import flags
 from condor_seed.cli import one_line_errors
 from condor_seed.log import reporter
 
@@ -24,8 +25,9 @@ def render(c, recipe, out=None):
     from condor_seed.recipe import load_recipe
     from condor_seed.render import render as render_tree
 
+    out = flags.output_dir("--out", out)
     loaded = load_recipe(recipe)
-    target = Path(out or PROJECT / "out" / "render" / loaded.name)
+    target = out or PROJECT / "out" / "render" / loaded.name
     render_tree(loaded).write(target)
     print(target)
 
@@ -72,7 +74,7 @@ def _build_local(recipe, force, mirror, cache_dir, out, keep_work):
 
     with sigterm_as_interrupt():
         result = build_local(recipe=recipe, force=force, mirror=mirror, cache_dir=cache_dir,
-                             out_dir=Path(out) if out else None, keep_work=keep_work)
+                             out_dir=out, keep_work=keep_work)
     print(f"{result.recipe}\t{result.image}\t{result.manifest_path}")
 
 
@@ -82,7 +84,7 @@ def _smoke_local(recipe, out, keep_work):
     from condor_seed.recipe import load_recipe
 
     with sigterm_as_interrupt():
-        result = smoke_test_local(load_recipe(recipe), out_dir=Path(out) if out else None, keep_work=keep_work)
+        result = smoke_test_local(load_recipe(recipe), out_dir=out, keep_work=keep_work)
     print(f"{result.build_id}\tpassed {len(result.checks)} checks\t"
           + " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items()))
 
@@ -120,6 +122,10 @@ def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=F
     from condor_seed.errors import RecipeError
     from condor_seed.recipe import load_recipes
 
+    poll_interval = flags.positive_number("--poll-interval", poll_interval)
+    timeout = flags.positive_number("--timeout", timeout)
+    base_ami = flags.ami_id("--base-ami", base_ami)
+    out = flags.output_dir("--out", out)
     recipes = load_recipes(recipe or ("debian13-local" if target == "local" else "rhel9-x86_64"))
     if recipe == "all" and target != "local":
         recipes = [r for r in recipes if r.target == "ec2"]
@@ -137,8 +143,8 @@ def build_seed(c, region=None, recipe=None, profile=None, base_ami=None, force=F
     aws = Aws(profile=profile)
     opts = BuildOptions(region=_aws_region(aws, region), force=force, base_ami=base_ami,
                         allow_foreign_base=allow_foreign_base)
-    opts.poll_interval = float(poll_interval) if poll_interval else opts.poll_interval
-    opts.timeout = float(timeout) if timeout else opts.timeout
+    opts.poll_interval = poll_interval or opts.poll_interval
+    opts.timeout = timeout or opts.timeout
     for result in build_recipes(aws, recipes, opts):
         print(f"{result.recipe}\t{result.region}:{result.image_id}\t{result.manifest_path}")
 
@@ -157,6 +163,10 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
     """Boot an AMI (IMDSv2, no inbound) and require the seed's boot and daemons-up console markers.
 
     With --target local: boot the last local image, join annex workers, run a job, all for real."""
+    poll_interval = flags.positive_number("--poll-interval", poll_interval)
+    timeout = flags.positive_number("--timeout", timeout)
+    ami = flags.ami_id("--ami", ami)
+    out = flags.output_dir("--out", out)
     if target == "local":
         _smoke_local(recipe or "debian13-local", out=out, keep_work=keep_work)
         return
@@ -169,7 +179,7 @@ def smoke_test(c, region=None, ami=None, profile=None, instance_type=None, poll_
         raise PreflightError("--ami is required (the image to boot)")
     aws = Aws(profile=profile)
     region = _aws_region(aws, region)
-    options = {k: float(v) for k, v in (("poll_interval", poll_interval), ("timeout", timeout)) if v}
+    options = {k: v for k, v in (("poll_interval", poll_interval), ("timeout", timeout)) if v}
     path, build = manifest.find_by_ami(region, ami) or (None, None)
     result = smoke_test_and_record(aws, region, ami, build=build, manifest_path=path, instance_type=instance_type,
                                    **options)
@@ -187,9 +197,10 @@ def cleanup(c, region=None, older_than="6h", dry_run=False, profile=None):
     from condor_seed.aws.cleanup import cleanup as run_cleanup, parse_duration
     from condor_seed.aws.session import Aws
 
+    older_than = parse_duration(older_than)
     aws = Aws(profile=profile)
     region = _aws_region(aws, region)
-    found = run_cleanup(aws, region, older_than=parse_duration(older_than), dry_run=dry_run,
+    found = run_cleanup(aws, region, older_than=older_than, dry_run=dry_run,
                         report=reporter("[cleanup] "))
     for item in found:
         print(f"{'would remove' if dry_run else 'removed'}\t{item.kind}\t{item.id}\t{item.build_id}")
@@ -239,10 +250,6 @@ def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=N
 
 
 # ---- publish
-def _regions_flag(regions):
-    return [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-
-
 @task(help={
     "manifest": "the build manifest to publish from (its last build), e.g. out/manifests/rhel9-x86_64.json",
     "ami": "publish this AMI instead (needs --region; its scan and smoke results must be in a manifest)",
@@ -260,8 +267,10 @@ def publish_ami(c, manifest=None, ami=None, region=None, regions=None, dry_run=F
     from condor_seed.aws.publish import publish_ami as run_publish
     from condor_seed.aws.session import Aws
 
-    options = {"poll_interval": float(poll_interval)} if poll_interval else {}
-    run_publish(Aws(profile=profile), manifest=manifest, ami=ami, region=region, regions=_regions_flag(regions),
+    poll_interval = flags.positive_number("--poll-interval", poll_interval)
+    options = {"poll_interval": poll_interval} if poll_interval else {}
+    run_publish(Aws(profile=profile), manifest=manifest, ami=flags.ami_id("--ami", ami), region=region,
+                regions=flags.regions("--regions", regions),
                 dry_run=dry_run, disable_block_public_access=disable_block_public_access, **options)
 
 
@@ -279,8 +288,9 @@ def prune(c, recipe, keep=None, regions=None, dry_run=False, profile=None):
     from condor_seed.aws.session import Aws
     from condor_seed.recipe import load_recipe
 
-    run_prune(Aws(profile=profile), load_recipe(recipe), regions=_regions_flag(regions),
-              keep=int(keep) if keep is not None else None, dry_run=dry_run)
+    keep = flags.positive_int("--keep", keep, maximum=5)
+    wanted = flags.regions("--regions", regions)
+    run_prune(Aws(profile=profile), load_recipe(recipe), regions=wanted, keep=keep, dry_run=dry_run)
 
 
 @task(name="list", help={
@@ -295,8 +305,9 @@ def list_seeds(c, recipe, regions=None, profile=None):
     from condor_seed.aws.session import Aws
     from condor_seed.recipe import load_recipe
 
+    wanted = flags.regions("--regions", regions)
     loaded = load_recipe(recipe)
-    wanted = _regions_flag(regions) or loaded.regions
+    wanted = wanted or loaded.regions
     print(format_table(inventory(Aws(profile=profile), loaded, regions=wanted), wanted))
 
 
@@ -344,10 +355,11 @@ def nightly(c, recipe="all", force=False, region=None, profile=None, poll_interv
     from condor_seed.aws.session import Aws
     from condor_seed.nightly import NightlyOptions, failure_summary, format_table, nightly as run_nightly, select_recipes
 
+    poll_interval = flags.positive_number("--poll-interval", poll_interval)
     recipes = select_recipes(recipe)
     aws = Aws(profile=profile)
     opts = NightlyOptions(region=_aws_region(aws, region), force=force, htcondor_mirror=htcondor_mirror)
-    opts.poll_interval = float(poll_interval) if poll_interval else opts.poll_interval
+    opts.poll_interval = poll_interval or opts.poll_interval
     runs = run_nightly(aws, recipes, opts)
     print(format_table(runs), flush=True)
     failed = failure_summary(runs)

@@ -1,12 +1,13 @@
 """Errors that end a command with one clear line, and every exit code the commands use.
 
-Exit codes: 0 success, 1 a failure (SeedError and kinds without their own code), 2 a bad recipe,
+Exit codes: 0 success, 1 a failure (SeedError and kinds without their own code), 2 a bad recipe or flag,
 3 something outside our control is not ready, 4 publishing or rotating seeds failed, 130 interrupted
 (Ctrl-C or SIGTERM, after the clean-up).
 """
 
 EXIT_FAILED = 1
 EXIT_RECIPE = 2
+EXIT_USAGE = 2  # a bad flag: like a bad recipe, the input is wrong
 EXIT_PREFLIGHT = 3
 EXIT_PUBLISH = 4
 EXIT_INTERRUPTED = 130
@@ -48,3 +49,9 @@ class PruneError(SeedError):
 
 class NightlyError(SeedError):
     """At least one recipe of a nightly failed (the table says which and why)."""
+
+
+class UsageError(SeedError):
+    """A command-line flag has a value that cannot be used (wrong type, range or format)."""
+
+    exit_code = EXIT_USAGE

@@ -23,6 +23,7 @@ from .waiters import Poller
 
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_AGE = dt.timedelta(days=3650)  # older than any AWS account's leftovers; bounds what timedelta can hold
 BUILD_TIME_RE = re.compile(r"(\d{8}T\d{6}Z)")
 EXPIRES_FILTER = [{"Name": "tag-key", "Values": [EXPIRES_TAG]}]
 
@@ -31,7 +32,10 @@ def parse_duration(text: str) -> dt.timedelta:
     match = DURATION_RE.match(str(text))
     if not match:
         raise SeedError(f"--older-than {text!r}: use a number with s, m, h or d (like 6h or 90m)")
-    return dt.timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    if seconds > MAX_AGE.total_seconds():
+        raise SeedError(f"--older-than {text!r}: at most {MAX_AGE.days}d")
+    return dt.timedelta(seconds=seconds)
 
 
 @dataclass
