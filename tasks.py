@@ -289,8 +289,9 @@ def prune(c, recipe, keep=None, regions=None, dry_run=False, profile=None):
     from condor_seed.recipe import load_recipe
 
     keep = flags.positive_int("--keep", keep, maximum=5)
-    wanted = flags.regions("--regions", regions)
-    run_prune(Aws(profile=profile), load_recipe(recipe), regions=wanted, keep=keep, dry_run=dry_run)
+    loaded = load_recipe(recipe)
+    wanted = flags.target_regions("--regions", regions, loaded)
+    run_prune(Aws(profile=profile), loaded, regions=wanted, keep=keep, dry_run=dry_run)
 
 
 @task(name="list", help={
@@ -305,9 +306,8 @@ def list_seeds(c, recipe, regions=None, profile=None):
     from condor_seed.aws.session import Aws
     from condor_seed.recipe import load_recipe
 
-    wanted = flags.regions("--regions", regions)
     loaded = load_recipe(recipe)
-    wanted = wanted or loaded.regions
+    wanted = flags.target_regions("--regions", regions, loaded)
     print(format_table(inventory(Aws(profile=profile), loaded, regions=wanted), wanted))
 
 

@@ -60,6 +60,14 @@ def regions(flag: str, value: str | None) -> list[str] | None:
     return names
 
 
+def target_regions(flag: str, value: str | None, recipe) -> list[str]:
+    """The regions a command acts on: the flag's, else the recipe's; never none (a local recipe has none)."""
+    wanted = regions(flag, value) or recipe.regions
+    if not wanted:
+        raise UsageError(f"{recipe.path}: regions: is empty (a local recipe is never published): name some with {flag}")
+    return wanted
+
+
 def output_dir(flag: str, value: str | Path | None) -> Path | None:
     """A folder that exists or can be made: no part of it may be an existing file."""
     if value is None:

@@ -45,15 +45,34 @@ def all_paths(manifest_dir: Path | None = None) -> list[Path]:
     return sorted(Path(manifest_dir or MANIFEST_DIR).glob("*.json"))
 
 
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # years of nightly builds fit; more is not a manifest
+# The fields code reads from each build, and their types (Packer's shape; custom_data values are strings).
+BUILD_FIELDS = {"name": str, "artifact_id": str, "packer_run_uuid": str, "builder_type": str, "custom_data": dict}
+
+
 def load(path: Path) -> dict:
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
+        if path.is_dir():
+            raise ManifestError(f"{path}: is a folder, not a manifest file")
+        if path.exists() and path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: is {path.stat().st_size:,} bytes; not a manifest")
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such manifest (run `invoke build-seed` first)") from None
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("builds", []), list):
         raise ManifestError(f"{path}: not a manifest (expected a mapping with a `builds` list)")
+    for index, build in enumerate(data.get("builds", [])):
+        if not isinstance(build, dict):
+            raise ManifestError(f"{path}: builds[{index}]: must be a mapping, got {type(build).__name__}")
+        for field, kind in BUILD_FIELDS.items():
+            if field in build and not isinstance(build[field], kind) and build[field] is not None:
+                raise ManifestError(f"{path}: builds[{index}].{field}: must be a {kind.__name__}, "
+                                    f"got {type(build[field]).__name__}")
     return data
 
 
@@ -117,7 +136,7 @@ def find_build(data: dict, build_id: str | None = None) -> dict:
     for build in reversed(data.get("builds") or []):
         if build.get("packer_run_uuid") == build_id:
             return build
-    raise ManifestError(f"no build {build_id!r} in the manifest")
+    raise ManifestError(f"no build {build_id!r} in the manifest" if build_id else "the manifest names no last build")
 
 
 def has_build(path: Path, build_id: str | None) -> bool:

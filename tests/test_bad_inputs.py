@@ -44,6 +44,11 @@ def _a_file(tmp: Path) -> str:
     return str(tmp / "a-file")
 
 
+def _manifest(tmp: Path, text: str) -> str:
+    (tmp / "m.json").write_text(text)
+    return str(tmp / "m.json")
+
+
 def _render(recipe: str, tmp: Path) -> list[str]:
     return ["render", "--recipe", recipe, "--out", str(tmp / "out")]
 
@@ -79,6 +84,20 @@ CASES: dict[str, Case] = {
     "smoke-test --ami not-an-ami": Case(
         lambda t: ["smoke-test", "--region", "us-east-1", "--ami", "not-an-ami"],
         "error: --ami 'not-an-ami': not an AMI id (ami- and 8 or 17 hex digits)"),
+    "manifest {\"builds\":[1]}": Case(
+        lambda t: ["publish-ami", "--manifest", _manifest(t, '{"builds":[1]}')],
+        "error: {tmp}/m.json: builds[0]: must be a mapping, got int", 1),
+    "a directory as manifest": Case(
+        lambda t: ["publish-ami", "--manifest", str(t)],
+        "error: {tmp}: is a folder, not a manifest file", 1),
+    "list on a recipe with regions: []": Case(
+        lambda t: ["list", "--recipe", "debian13-local"],
+        f"error: {PROJECT}/recipes/debian13-local.yaml: regions: is empty (a local recipe is never published): "
+        "name some with --regions"),
+    "prune on a recipe with regions: []": Case(
+        lambda t: ["prune", "--recipe", "debian13-local"],
+        f"error: {PROJECT}/recipes/debian13-local.yaml: regions: is empty (a local recipe is never published): "
+        "name some with --regions"),
     # silently accepted in the campaign
     "48 MB recipe": Case(
         lambda t: _render(_raw_recipe(t, b"# " + b"x" * (48 * 1024 * 1024) + b"\n"), t),
