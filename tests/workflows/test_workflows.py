@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from condor_seed.paths import PROJECT_DIR
+from condor_seed.paths import PROJECT_DIR, tool_search_path
 
 WORKFLOWS = sorted((PROJECT_DIR / ".github/workflows").glob("*.yml"))
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
@@ -55,7 +55,7 @@ def test_github_workflow_schema():
 
 
 def test_zizmor_offline():
-    zizmor = shutil.which("zizmor")
+    zizmor = shutil.which("zizmor", path=tool_search_path())  # pip put it beside this interpreter
     assert zizmor, "zizmor is a test dependency (pip install -e .[test])"
     proc = _run([zizmor, "--offline", "--no-progress", "--min-severity", "low", ".github/workflows/"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
