@@ -3,10 +3,13 @@ the moto emulator, so nothing can reach a real cloud). Each one must end with ex
 line on stderr, a non-zero exit, and nothing created: no output folder, no cloud resource."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,6 +17,8 @@ from typing import Callable
 import boto3
 import pytest
 import yaml
+
+from condor_seed.aws.session import CALL_DEADLINE, CONNECT_TIMEOUT, READ_TIMEOUT
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +61,9 @@ def _render(recipe: str, tmp: Path) -> list[str]:
 @dataclass
 class Case:
     args: Callable[[Path], list[str]]  # from the test's scratch folder
-    line: str  # the one line expected on stderr; {tmp} is the scratch folder
+    line: str  # the one line expected on stderr; {tmp} is the scratch folder, {endpoint} the silent one
     code: int = 2
+    silent_endpoint: bool = False  # point AWS_ENDPOINT_URL at a server that accepts and never answers
 
 
 BAD_RECIPE = "{tmp}/recipes/bad.yaml"
@@ -98,6 +104,10 @@ CASES: dict[str, Case] = {
         lambda t: ["prune", "--recipe", "debian13-local"],
         f"error: {PROJECT}/recipes/debian13-local.yaml: regions: is empty (a local recipe is never published): "
         "name some with --regions"),
+    "an endpoint that accepts TCP and never answers": Case(
+        lambda t: ["list", "--recipe", "rhel9-x86_64", "--regions", "us-east-1"],
+        "error: AWS endpoint {endpoint}/ accepted the connection but sent no answer within 15 s; gave up after "
+        "retries (at most 45 s per call)", 3, silent_endpoint=True),
     # silently accepted in the campaign
     "48 MB recipe": Case(
         lambda t: _render(_raw_recipe(t, b"# " + b"x" * (48 * 1024 * 1024) + b"\n"), t),
@@ -137,15 +147,46 @@ def _cloud_state() -> dict[str, list]:
     }
 
 
+@contextlib.contextmanager
+def silent_endpoint():
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held, stop = [], threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", held
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held + [server]:
+            conn.close()
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_and_creates_nothing(name, aws_env, tmp_path):
     case = CASES[name]
     args = case.args(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=PROJECT, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=120)
+    with contextlib.ExitStack() as stack:
+        env, attempts = dict(os.environ), []
+        if case.silent_endpoint:
+            env["AWS_ENDPOINT_URL"], attempts = stack.enter_context(silent_endpoint())
+        proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=PROJECT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        attempts = len(attempts)
     assert proc.returncode == case.code, proc.stderr
-    assert proc.stderr.splitlines() == [case.line.format(tmp=tmp_path)]
+    assert proc.stderr.splitlines() == [case.line.format(tmp=tmp_path, endpoint=env["AWS_ENDPOINT_URL"])]
+    if case.silent_endpoint:  # bounded by construction: attempts x read timeout stays inside the call's deadline
+        assert 1 < attempts <= CALL_DEADLINE // READ_TIMEOUT, attempts
+        assert attempts * (CONNECT_TIMEOUT + READ_TIMEOUT) < 60
     assert proc.stdout == ""
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "nothing created"
     assert _cloud_state() == {"instances": [], "security_groups": [], "images": []}

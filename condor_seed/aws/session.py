@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import boto3
 import botocore.config
@@ -17,10 +18,51 @@ from ..errors import PreflightError
 
 RETRIES = {"mode": "adaptive", "max_attempts": 10}
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+# Every API call is bounded: each attempt by these timeouts, all attempts of one call together by
+# CALL_DEADLINE (no retry starts that could not finish in time). An endpoint that accepts and never
+# answers fails in about 30 s, not after 10 attempts of 60 s; throttling still gets its retries.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 15
+CALL_DEADLINE = 45
+_DEADLINE_KEY = "condor_seed_deadline"
 
 
 def client_config(**overrides) -> botocore.config.Config:
-    return botocore.config.Config(retries=dict(RETRIES), connect_timeout=10, read_timeout=60, **overrides)
+    return botocore.config.Config(retries=dict(RETRIES), connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                                  **overrides)
+
+
+def _start_call_clock(context, **_):
+    context[_DEADLINE_KEY] = time.monotonic() + CALL_DEADLINE
+
+
+def _no_retry_past_deadline(request_dict, **_):
+    """False (no retry) when another full attempt would end after the call's deadline; None lets botocore decide."""
+    deadline = request_dict.get("context", {}).get(_DEADLINE_KEY)
+    if deadline is not None and time.monotonic() + CONNECT_TIMEOUT + READ_TIMEOUT > deadline:
+        return False
+    return None
+
+
+def bound_calls(client):
+    """Give every call of a botocore client the per-call deadline."""
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"before-call.{service}", _start_call_clock)
+    # Ahead of botocore's own retry handler, which sits at this same level (more specific ones run first).
+    client.meta.events.register_first(f"needs-retry.{service}", _no_retry_past_deadline)
+    return client
+
+
+def unreachable(exc: botocore.exceptions.HTTPClientError) -> str:
+    """One line for a call that got no usable answer: which endpoint, and what happened."""
+    endpoint = exc.kwargs.get("endpoint_url") or "the AWS endpoint"
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        what = f"accepted the connection but sent no answer within {READ_TIMEOUT} s"
+    elif isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        what = f"did not accept a connection within {CONNECT_TIMEOUT} s"
+    else:
+        what = "cannot be reached (connection refused, no route or unknown host)"
+    return f"AWS endpoint {endpoint} {what}; gave up after retries (at most {CALL_DEADLINE} s per call)"
 
 
 class Aws:
@@ -40,7 +82,8 @@ class Aws:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self.session.client(service, region_name=region, config=client_config())
+                self._clients[key] = bound_calls(self.session.client(service, region_name=region,
+                                                                     config=client_config()))
             return self._clients[key]
 
     def ec2(self, region: str):
@@ -59,8 +102,8 @@ class Aws:
             ) from None
         except botocore.exceptions.ClientError as exc:
             raise PreflightError(f"AWS rejected the credentials: {exc.response['Error'].get('Message', exc)}") from None
-        except botocore.exceptions.EndpointConnectionError as exc:
-            raise PreflightError(f"cannot reach AWS: {exc}") from None
+        except botocore.exceptions.HTTPClientError as exc:
+            raise PreflightError(unreachable(exc)) from None
 
     def known_regions(self) -> set[str]:
         """EC2 regions this botocore knows (offline); a newer region may still exist."""
