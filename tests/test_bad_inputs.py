@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -58,12 +59,25 @@ def _render(recipe: str, tmp: Path) -> list[str]:
     return ["render", "--recipe", recipe, "--out", str(tmp / "out")]
 
 
+def _delete_default_vpc(ec2) -> None:
+    for vpc in ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
+        vpc_filter = [{"Name": "vpc-id", "Values": [vpc["VpcId"]]}]
+        for subnet in ec2.describe_subnets(Filters=vpc_filter)["Subnets"]:
+            ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        gateways = ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc["VpcId"]]}])
+        for gateway in gateways["InternetGateways"]:
+            ec2.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=vpc["VpcId"])
+            ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
+
+
 @dataclass
 class Case:
     args: Callable[[Path], list[str]]  # from the test's scratch folder
     line: str  # the one line expected on stderr; {tmp} is the scratch folder, {endpoint} the silent one
     code: int = 2
     silent_endpoint: bool = False  # point AWS_ENDPOINT_URL at a server that accepts and never answers
+    arrange: Callable[[object], None] | None = None  # prepares the emulated account (given an EC2 client)
 
 
 BAD_RECIPE = "{tmp}/recipes/bad.yaml"
@@ -108,6 +122,14 @@ CASES: dict[str, Case] = {
         lambda t: ["list", "--recipe", "rhel9-x86_64", "--regions", "us-east-1"],
         "error: AWS endpoint {endpoint}/ accepted the connection but sent no answer within 15 s; gave up after "
         "retries (at most 45 s per call)", 3, silent_endpoint=True),
+    "build-seed in an account with no default VPC": Case(
+        lambda t: ["build-seed", "--region", "us-east-1", "--recipe", "rhel9-x86_64"],
+        "error: no default VPC in us-east-1: builder and smoke-test instances launch into it; create one with "
+        "`aws ec2 create-default-vpc --region us-east-1` or build in another region", 3, arrange=_delete_default_vpc),
+    "smoke-test in an account with no default VPC": Case(
+        lambda t: ["smoke-test", "--region", "us-east-1", "--ami", "ami-0123456789abcdef0"],
+        "error: no default VPC in us-east-1: builder and smoke-test instances launch into it; create one with "
+        "`aws ec2 create-default-vpc --region us-east-1` or build in another region", 3, arrange=_delete_default_vpc),
     # silently accepted in the campaign
     "48 MB recipe": Case(
         lambda t: _render(_raw_recipe(t, b"# " + b"x" * (48 * 1024 * 1024) + b"\n"), t),
@@ -173,6 +195,8 @@ def silent_endpoint():
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_and_creates_nothing(name, aws_env, tmp_path):
     case = CASES[name]
+    if case.arrange:
+        case.arrange(boto3.client("ec2", region_name="us-east-1"))
     args = case.args(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with contextlib.ExitStack() as stack:
@@ -183,7 +207,9 @@ def test_bad_input_is_one_line_and_creates_nothing(name, aws_env, tmp_path):
                               capture_output=True, text=True, timeout=120)
         attempts = len(attempts)
     assert proc.returncode == case.code, proc.stderr
-    assert proc.stderr.splitlines() == [case.line.format(tmp=tmp_path, endpoint=env["AWS_ENDPOINT_URL"])]
+    # progress lines ("[12:00:00] ...") may come first; the error is one line, and the only other one
+    problems = [line for line in proc.stderr.splitlines() if not re.match(r"\[\d\d:\d\d:\d\d\] ", line)]
+    assert problems == [case.line.format(tmp=tmp_path, endpoint=env["AWS_ENDPOINT_URL"])], proc.stderr
     if case.silent_endpoint:  # bounded by construction: attempts x read timeout stays inside the call's deadline
         assert 1 < attempts <= CALL_DEADLINE // READ_TIMEOUT, attempts
         assert attempts * (CONNECT_TIMEOUT + READ_TIMEOUT) < 60

@@ -42,6 +42,16 @@ def identity_and_region(aws: Aws, region: str) -> dict:
     return identity
 
 
+def check_default_vpc(aws: Aws, region: str) -> None:
+    """Builder and smoke-test instances launch into the default VPC (no subnet is named): it must exist."""
+    vpcs = aws.ec2(region).describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise PreflightError(
+            f"no default VPC in {region}: builder and smoke-test instances launch into it; create one with "
+            f"`aws ec2 create-default-vpc --region {region}` or build in another region"
+        )
+
+
 def check_public_ready(aws: Aws, recipe: Recipe, build_region: str) -> None:
     """A recipe published publicly needs unencrypted snapshots and image sharing allowed in every region."""
     if not recipe.public:
@@ -74,6 +84,7 @@ def preflight(aws: Aws, region: str, recipe: Recipe, ami_name: str, *, force: bo
               report: Callable[[str], None]) -> PreflightResult:
     identity = identity_and_region(aws, region)
     report(f"preflight: AWS account {identity['Account']} as {identity['Arn']}, region {region}")
+    check_default_vpc(aws, region)
     check_public_ready(aws, recipe, region)
     collisions = find_collisions(aws, region, ami_name)
     if collisions and not force:

@@ -22,7 +22,7 @@ from ..render import MARKERS
 from . import images, instances
 from .lifecycle import InstanceLifecycle, LaunchSpec
 from .build import new_build_id, utcnow
-from .preflight import identity_and_region
+from .preflight import check_default_vpc, identity_and_region
 from .session import Aws
 from .tags import (BUILD_ID_TAG, EXPIRES_TAG, NAME_TAG, RECIPE_TAG, ROLE_TAG, SMOKE_TEST_TAG, tag_dict, utc_iso)
 from .waiters import DEFAULT_POLL_INTERVAL, REPORT_EVERY, Poller, WaitTimeout, describe_image, fmt_seconds
@@ -107,6 +107,7 @@ class SmokeTest:
     def preflight(self):
         identity = identity_and_region(self.aws, self.region)
         self.report(f"preflight: AWS account {identity['Account']}, region {self.region}")
+        check_default_vpc(self.aws, self.region)
         image = describe_image(self.ec2, self.image_id)
         if image is None or image.get("State") != "available":
             state = image.get("State") if image else "not found"
