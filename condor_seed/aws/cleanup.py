@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import SeedError
+from ..errors import UsageError
 from . import images, instances
 from .preflight import identity_and_region
 from .session import Aws
@@ -31,10 +31,10 @@ EXPIRES_FILTER = [{"Name": "tag-key", "Values": [EXPIRES_TAG]}]
 def parse_duration(text: str) -> dt.timedelta:
     match = DURATION_RE.match(str(text))
     if not match:
-        raise SeedError(f"--older-than {text!r}: use a number with s, m, h or d (like 6h or 90m)")
+        raise UsageError(f"--older-than {text!r}: use a number with s, m, h or d (like 6h or 90m)")
     seconds = float(match.group(1)) * UNITS[match.group(2)]
     if seconds > MAX_AGE.total_seconds():
-        raise SeedError(f"--older-than {text!r}: at most {MAX_AGE.days}d")
+        raise UsageError(f"--older-than {text!r}: at most {MAX_AGE.days}d")
     return dt.timedelta(seconds=seconds)
 
 
