@@ -324,8 +324,9 @@ def changes(c, recipe, build=None, out=None, short=False):
     from condor_seed.changes import recipe_changes
     from condor_seed.recipe import load_recipe
 
+    out = flags.output_dir("--out", out)
     loaded = load_recipe(recipe)
-    old, new, found = recipe_changes(loaded.name, Path(out) / "manifests" if out else None, build)
+    old, new, found = recipe_changes(loaded.name, out / "manifests" if out else None, build)
     if short:
         print(found.short())
         return
