@@ -33,7 +33,7 @@ def test_rhel_bake_verifies_keys_then_release_rpms_then_upgrades_before_the_seed
                   'verified_rpm "https://dl.fedoraproject.org/pub/epel/epel-release-latest',
                   'dnf -y -q install "$keys/epel-release.rpm"',
                   f'keys/HTCondor-{recipe.htcondor_channel}-Key',
-                  'verified_rpm "https://htcss', 'dnf -y -q install "$keys/htcondor-release.rpm"',
+                  'verified_rpm https://htcss', 'dnf -y -q install "$keys/htcondor-release.rpm"',  # a quoted shell word
                   "dnf -y -q upgrade --refresh", "dnf -y -q install condor", 'step "lay down the seed')
     assert steps == sorted(steps)
     # no release RPM is installed straight from a URL any more

@@ -83,15 +83,15 @@ def test_garbage_answer_is_not_written(staged):
 UNUSABLE_PUBLIC_IPS = {
     "999.999.999.999": "octet 999 is over 255",
     "203.0.113": "not a dotted-decimal IPv4 address",
-    "127.0.0.2": "a loopback address (127.0.0.0/8)",
-    "169.254.169.254": "a link-local address (169.254.0.0/16)",
+    "127.0.0.2": "a loopback address",
+    "169.254.169.254": "a link-local address",
     "10.1.2.3": "a private address (RFC 1918)",
     "172.31.0.5": "a private address (RFC 1918)",
     "192.168.0.7": "a private address (RFC 1918)",
-    "100.64.0.1": "a carrier-grade NAT address (100.64.0.0/10)",
-    "0.0.0.0": "0.0.0.0/8 is not a host address",
-    "224.0.0.1": "a multicast or reserved address (224.0.0.0/3)",
-    "010.1.2.3": "octet 010 has a leading zero",
+    "100.64.0.1": "a carrier-grade NAT address",
+    "0.0.0.0": "not a host address",
+    "224.0.0.1": "a multicast or reserved address",
+    "010.1.2.3": "not a dotted-decimal IPv4 address",  # a leading zero: octal to some parsers
     "<html>oops</html>": "not a dotted-decimal IPv4 address",
 }
 
@@ -105,7 +105,7 @@ def test_unusable_public_ip_is_named_and_not_written(staged, answer):
         lookups = [r for r in imds.requests if r == ("GET", "/latest/meta-data/public-ipv4")]
     assert proc.returncode == 0, "HTCondor must still start"
     problem = UNUSABLE_PUBLIC_IPS[answer]
-    assert f"CONDOR-SEED-BOOT: metadata answered public-ipv4 '{answer}': {problem}; not used" in proc.stdout
+    assert f"CONDOR-SEED-BOOT: public-ipv4 '{answer}' is {problem}\n" in proc.stdout
     assert "unreachable" not in proc.stdout and len(lookups) == 1, "an answer is not retried"
     assert _tcp_forwarding_host(config_dir)["TCP_FORWARDING_HOST"] is None
     assert "EC2PublicIP" not in runtime.read_text() and "<html>" not in runtime.read_text()
