@@ -229,6 +229,8 @@ def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=N
     from condor_seed.aws.session import Aws
     from condor_seed.recipe import load_recipe
 
+    poll_interval = flags.positive_number("--poll-interval", poll_interval)
+    timeout = flags.positive_number("--timeout", timeout)
     if terminate:
         aws = Aws(profile=profile)
         for launch in terminate_seeds(aws, _aws_region(aws, region), launch_id=launch_id):
@@ -239,8 +241,8 @@ def launch_seed(c, region=None, recipe="rhel9-x86_64", ssh_cidr=None, key_name=N
     aws = Aws(profile=profile)
     options = LaunchOptions(region=_aws_region(aws, region), instance_type=instance_type,
                             setup_permissions=setup_permissions, **access)
-    options.poll_interval = float(poll_interval) if poll_interval else options.poll_interval
-    options.timeout = float(timeout) if timeout else options.timeout
+    options.poll_interval = poll_interval or options.poll_interval
+    options.timeout = timeout or options.timeout
     if access["ssh_cidr"] and is_anywhere(access["ssh_cidr"]):
         reporter()(f"WARNING: SSH is open to the whole internet ({access['ssh_cidr']}), as asked")
     result = start(aws, loaded, options)
