@@ -2,6 +2,12 @@
 
 A run that is SIGKILLed cannot unmount or stop what it started. The next run finds its folder
 (the lock is free again), stops what still runs in it, unmounts it and removes it.
+
+A folder's lock is a POSIX record lock (lockf), not a flock. A flock belongs to the open file,
+which a child shares from fork until its exec closes it: right after a SIGKILL such a half-started
+child can still hold it, and the reaper would take a dead run for a live one. A record lock belongs
+to the process and dies with it. Record locks do not exclude their own process, so the process
+remembers its own folders and never opens their lock files twice (closing one would drop the lock).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from .chroot import kill_processes_in, mounts_under, remove_tree
 
 LOCK = ".lock"
 KEEP = ".keep"  # asked for with --keep-work: unmounted when stale, never removed
+_MINE: set[Path] = set()  # work folders this process holds
 
 
 @contextlib.contextmanager
@@ -38,10 +45,13 @@ def reap_stale(parent: Path) -> list[Path]:
     reaped = []
     for work in sorted(p for p in Path(parent).iterdir() if p.is_dir() and not p.name.startswith(".")):
         lock = work / LOCK
-        if not lock.exists():
+        if work.resolve() in _MINE or not lock.exists():
             continue
-        with locked(lock, blocking=False) as mine:
-            if not mine:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
                 continue  # a live run holds it
             killed = kill_processes_in(work / "rootfs")
             for target in mounts_under(work):
@@ -51,6 +61,8 @@ def reap_stale(parent: Path) -> list[Path]:
             progress(f"cleaned up after an interrupted run: {work.name}"
                      + (f" ({len(killed)} process(es) stopped)" if killed else ""))
             reaped.append(work)
+        finally:
+            os.close(fd)
     return reaped
 
 
@@ -65,8 +77,9 @@ def work_area(parent: Path, name: str, keep: bool = False):
     hidden.mkdir()
     fd = os.open(hidden / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.lockf(fd, fcntl.LOCK_EX)
         hidden.rename(work)
+        _MINE.add(work.resolve())
         if keep:
             (work / KEEP).touch()
         try:
@@ -75,5 +88,6 @@ def work_area(parent: Path, name: str, keep: bool = False):
             if not keep:
                 remove_tree(work)
     finally:
+        _MINE.discard(work.resolve())
         os.close(fd)
         remove_tree(hidden)
