@@ -26,6 +26,7 @@ ARCHITECTURES = ("x86_64", "arm64")
 REGION_RE = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
 VERSION_RE = r"^\d+\.\d+(\.\d+)?$"
 FINGERPRINT_RE = r"^[0-9A-F]{40}$"  # an OpenPGP v4 fingerprint as gpg prints it
+USER_RE = r"^[a-z_][a-z0-9_-]{0,30}$"
 
 MAX_RECIPE_BYTES = 64 * 1024  # a recipe is a page of YAML; anything bigger is a mistake (or an attack)
 RECIPE_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -95,9 +96,13 @@ SCHEMA: dict[str, Any] = _obj(
             {
                 "password_file": _ABS_PATH,
                 "signing_key_file": _ABS_PATH,
+                # members get their own copy of the pool password for condor_annex
+                "annex_group": {"type": "string", "pattern": USER_RE},
             },
-            ["password_file", "signing_key_file"],
+            ["password_file", "signing_key_file", "annex_group"],
         ),
+        # the image's default login user (made by cloud-init on EC2): may run condor_annex
+        "login_user": {"type": "string", "pattern": USER_RE},
         "ami": _obj({"name": _str, "description": _str}, ["name", "description"]),
         # Third-party repository keys the bake imports only when their fingerprint is listed here.
         "signing_keys": _obj(
@@ -130,7 +135,7 @@ SCHEMA: dict[str, Any] = _obj(
     },
     [
         "description", "target", "os", "architecture", "instance_type", "root_volume", "base_image",
-        "htcondor", "network", "pool", "ami", "tags", "regions", "publish",
+        "htcondor", "network", "pool", "login_user", "ami", "tags", "regions", "publish",
     ],
 )
 # An EC2 recipe must say which base image to start from and where it goes.
@@ -219,6 +224,8 @@ class Recipe:
     network_interface = _at("network.interface")
     pool_password_file = _at("pool.password_file")
     pool_signing_key_file = _at("pool.signing_key_file")
+    annex_group = _at("pool.annex_group")  # its members get their own copy of the pool password
+    login_user = _at("login_user")  # the image's default login user; may run condor_annex
     public = property(lambda self: bool(self.data["publish"]["public"]))
     deprecate_after_days = _at("publish.deprecate_after_days", None)
     keep = _at("publish.keep")

@@ -24,6 +24,7 @@ IMAGE_PATHS = {
     "env_file": "/etc/default/condor-seed",
     "runtime_config": "/etc/condor/condor-seed-runtime.config",
     "config_dir": "/etc/condor/config.d",
+    "imds_motd": "/run/motd.d/condor-seed-imds",  # login message while IMDSv1 is refused
 }
 # Console lines the builder and the smoke tests look for.
 MARKERS = {
@@ -41,9 +42,11 @@ IMAGE_FILES: list[tuple[str, str, int]] = [
     ("condor/config.d/20-seed-central-manager.config.j2", f"{IMAGE_PATHS['config_dir']}/20-seed-central-manager.config", 0o644),
     ("condor/config.d/21-seed-submit.config.j2", f"{IMAGE_PATHS['config_dir']}/21-seed-submit.config", 0o644),
     ("condor/config.d/30-seed-annex-security.config.j2", f"{IMAGE_PATHS['config_dir']}/30-seed-annex-security.config", 0o644),
+    ("condor/config.d/40-seed-annex-defaults.config.j2", f"{IMAGE_PATHS['config_dir']}/40-seed-annex-defaults.config", 0o644),
     ("condor/config.d/99-seed-runtime.config.j2", f"{IMAGE_PATHS['config_dir']}/99-seed-runtime.config", 0o644),
     ("boot/condor-seed-public-ip.sh.j2", f"{IMAGE_PATHS['libexec']}/condor-seed-public-ip", 0o755),
     ("boot/condor-seed-first-boot.sh.j2", f"{IMAGE_PATHS['libexec']}/condor-seed-first-boot", 0o755),
+    ("boot/condor-seed-annex-users.sh.j2", f"{IMAGE_PATHS['libexec']}/condor-seed-annex-users", 0o755),
     ("boot/condor-seed-ready.sh.j2", f"{IMAGE_PATHS['libexec']}/condor-seed-ready", 0o755),
     ("boot/condor-seed-public-ip.service.j2", "/etc/systemd/system/condor-seed-public-ip.service", 0o644),
     ("boot/condor-seed-first-boot.service.j2", "/etc/systemd/system/condor-seed-first-boot.service", 0o644),

@@ -48,14 +48,16 @@ def base_security(recipe: Recipe) -> str:
 
 
 def run_boot_script(tree: RenderedTree, runtime_config: Path, imds_url: str, attempts: int = 2,
-                    timeout: int = 1) -> subprocess.CompletedProcess:
-    """Run the rendered public-IP boot script for real (bash + curl) against a metadata endpoint."""
+                    timeout: int = 1, motd_file: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the rendered public-IP boot script for real (bash + curl) against a metadata endpoint.
+    Its login message (IMDSv1 refused) goes to `motd_file`, by default next to the runtime config."""
     with tempfile.TemporaryDirectory(prefix="condor-seed-boot-") as scratch:
         script = Path(scratch) / "condor-seed-public-ip"
         script.write_text(tree.file("condor-seed-public-ip").content)
         script.chmod(0o755)
         env = dict(os.environ, CONDOR_SEED_IMDS_ENDPOINT=imds_url, CONDOR_SEED_RUNTIME_CONFIG=str(runtime_config),
-                   CONDOR_SEED_IMDS_ATTEMPTS=str(attempts), CONDOR_SEED_IMDS_TIMEOUT=str(timeout))
+                   CONDOR_SEED_IMDS_ATTEMPTS=str(attempts), CONDOR_SEED_IMDS_TIMEOUT=str(timeout),
+                   CONDOR_SEED_MOTD_FILE=str(motd_file or Path(runtime_config).with_name("motd-condor-seed-imds")))
         return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
 
 

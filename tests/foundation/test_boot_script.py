@@ -111,13 +111,64 @@ def test_unusable_public_ip_is_named_and_not_written(staged, answer):
     assert "EC2PublicIP" not in runtime.read_text() and "<html>" not in runtime.read_text()
 
 
-@pytest.mark.parametrize("allowed", ["no", "yes"])
-def test_loopback_only_with_the_test_allowance(staged, allowed, monkeypatch):
-    """The local smoke test emulates the public IP on loopback; only its explicit allowance accepts it."""
+def _settings(config_dir):
+    return effective_params(config_dir, ["TCP_FORWARDING_HOST", "COLLECTOR_HOST", "ANNEX_DEFAULT_AWS_REGION"])
+
+
+def test_collector_host_is_the_public_hostname_and_region_from_metadata(staged):
     tree, config_dir, runtime = staged
-    monkeypatch.setenv("CONDOR_SEED_ALLOW_LOOPBACK_IP", allowed)
-    with ImdsEmulator(public_ip="127.0.0.2") as imds:
-        proc = run_boot_script(tree, runtime, imds.url, attempts=1)
+    with ImdsEmulator(public_ip="198.51.100.23", public_hostname="ec2-198-51-100-23.eu-west-3.compute.example",
+                      region="eu-west-3", imdsv1=True) as imds:
+        proc = run_boot_script(tree, runtime, imds.url)
+    assert proc.returncode == 0, proc.stderr
+    assert _settings(config_dir) == {"TCP_FORWARDING_HOST": "198.51.100.23",
+                                     "COLLECTOR_HOST": "ec2-198-51-100-23.eu-west-3.compute.example:9618",
+                                     "ANNEX_DEFAULT_AWS_REGION": "eu-west-3"}
+
+
+def test_collector_host_falls_back_to_public_ip_then_private_name(staged):
+    tree, config_dir, runtime = staged
+    with ImdsEmulator(public_ip="198.51.100.23", region="eu-west-3", imdsv1=True) as imds:
+        run_boot_script(tree, runtime, imds.url)
+    assert _settings(config_dir)["COLLECTOR_HOST"] == "198.51.100.23:9618"
+    with ImdsEmulator(public_ip=None, public_hostname="ignored-without-a-public-ip.example", imdsv1=True) as imds:
+        run_boot_script(tree, runtime, imds.url)
+    settings = _settings(config_dir)
+    assert "COLLECTOR_HOST" not in runtime.read_text(), "the image's own $(CONDOR_HOST):9618 (private name) stays"
+    assert "ignored" not in settings["COLLECTOR_HOST"] and settings["TCP_FORWARDING_HOST"] is None
+    assert settings["ANNEX_DEFAULT_AWS_REGION"] == "us-east-1", "HTCondor's own default when metadata has none"
+
+
+def test_bad_region_or_hostname_never_reaches_the_config(staged):
+    tree, config_dir, runtime = staged
+    with ImdsEmulator(public_ip="198.51.100.23", public_hostname="evil host\nALLOW_WRITE = *",
+                      region="us-east-1\nALLOW_WRITE = *", imdsv1=True) as imds:
+        run_boot_script(tree, runtime, imds.url)
+    assert "ALLOW_WRITE" not in runtime.read_text()
+    assert _settings(config_dir)["COLLECTOR_HOST"] == "198.51.100.23:9618"
+
+
+def test_imdsv1_refused_warns_on_console_and_at_login(staged):
+    """HttpTokens=required: the seed says condor_annex cannot use the role, and how to fix it."""
+    tree, _, runtime = staged
+    motd = runtime.with_name("motd")
+    with ImdsEmulator(public_ip="198.51.100.23", region="eu-west-3", imdsv1=False) as imds:
+        proc = run_boot_script(tree, runtime, imds.url, motd_file=motd)
+    fix = ("aws ec2 modify-instance-metadata-options --region eu-west-3 --instance-id i-0123456789abcdef0 "
+           "--http-tokens optional")
     assert proc.returncode == 0
-    expected = "127.0.0.2" if allowed == "yes" else None
-    assert _tcp_forwarding_host(config_dir)["TCP_FORWARDING_HOST"] == expected
+    assert "CONDOR-SEED-BOOT: WARNING imds-v1-refused" in proc.stdout and fix in proc.stdout
+    assert fix in motd.read_text() and oct(motd.stat().st_mode & 0o777) == "0o644"
+    # once the instance allows IMDSv1 again, the next boot removes the login message
+    with ImdsEmulator(public_ip="198.51.100.23", region="eu-west-3", imdsv1=True) as imds:
+        proc = run_boot_script(tree, runtime, imds.url, motd_file=motd)
+    assert "WARNING" not in proc.stdout and not motd.exists()
+
+
+def test_imds_emulator_v1_switch():
+    import urllib.error
+    import urllib.request
+    with ImdsEmulator(imdsv1=True) as imds:
+        assert urllib.request.urlopen(f"{imds.url}/latest/meta-data/instance-id", timeout=5).read() == \
+            b"i-0123456789abcdef0"
+        assert imds.requests == [("GET-v1", "/latest/meta-data/instance-id")]
