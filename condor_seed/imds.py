@@ -5,7 +5,7 @@ It behaves like the parts of the real service the seed and HTCondor use: a sessi
 refused with 401 like on an instance launched with ``HttpTokens=required``, unless ``imdsv1=True``
 (``HttpTokens=optional``: what condor_annex's EC2 GAHP needs, it never sends a token).
 Metadata: ``public-ipv4`` / ``public-hostname`` (404 when there is none), ``placement/region``,
-``instance-id``, and with a ``role`` the instance profile's temporary credentials under
+``instance-id``, ``mac`` and its interface's ``vpc-id``, and with a ``role`` the instance profile's temporary credentials under
 ``iam/security-credentials/``. Used by `invoke validate`, the local smoke test and the tests.
 """
 from __future__ import annotations
@@ -78,7 +78,8 @@ class ImdsEmulator:
     def __init__(self, public_ip: str | None = "203.0.113.10", host: str = "127.0.0.1", port: int = 0,
                  instance_id: str = "i-0123456789abcdef0", public_hostname: str | None = None,
                  region: str | None = None, role: RoleCredentials | None = None, imdsv1: bool = False,
-                 local_ipv4: str | None = None):
+                 local_ipv4: str | None = None, vpc_id: str | None = "vpc-0123456789abcdef0",
+                 mac: str = "02:00:5e:00:53:0a"):
         self._server = _Server((host, port), _Handler)
         self._server.tokens = set()
         self._server.requests = []
@@ -90,6 +91,9 @@ class ImdsEmulator:
             self._server.metadata["public-hostname"] = public_hostname
         if region:
             self._server.metadata["placement/region"] = region
+        if vpc_id:
+            self._server.metadata["mac"] = mac
+            self._server.metadata[f"network/interfaces/macs/{mac}/vpc-id"] = vpc_id
         if role:
             self._server.metadata["iam/security-credentials/"] = role.role
             self._server.metadata[f"iam/security-credentials/{role.role}"] = role.document()
@@ -99,6 +103,15 @@ class ImdsEmulator:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def imdsv1(self) -> bool:
+        """Whether token-less GETs are answered (HttpTokens=optional); can change while running."""
+        return self._server.imdsv1
+
+    @imdsv1.setter
+    def imdsv1(self, allowed: bool) -> None:
+        self._server.imdsv1 = allowed
 
     @property
     def requests(self) -> list[tuple[str, str]]:

@@ -110,21 +110,22 @@ def mounted(root: Path):
                 progress(f"WARNING: still mounted under {root}: {', '.join(left)}")
 
 
-def chroot_argv(root: Path, cmd: list[str], elsewhere: bool = False) -> list[str]:
-    """argv running `cmd` inside the tree. `elsewhere`: as if on another machine of the same network,
+def chroot_argv(root: Path, cmd: list[str], elsewhere: bool = False, prefix: list[str] = ()) -> list[str]:
+    """argv running `cmd` inside the tree. `prefix` enters a network namespace first
+    (netns.InstanceNetwork.prefix). `elsewhere`: as if on another machine of the same network,
     i.e. in a private mount namespace with its own /tmp. FS authentication asks the client to make a
     file in the server's /tmp, so such a process cannot prove its user with FS, as on another host."""
     if not elsewhere:
-        return ["chroot", str(root), *cmd]
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+        return [*prefix, "chroot", str(root), *cmd]
+    return [*prefix, "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
             'mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$0/tmp" && exec chroot "$0" "$@"', str(root), *cmd]
 
 
 def run_in(root: Path, cmd: list[str], env: dict | None = None, elsewhere: bool = False,
-           **kwargs) -> subprocess.CompletedProcess:
+           prefix: list[str] = (), **kwargs) -> subprocess.CompletedProcess:
     """Run a command inside the tree (chroot) with a clean environment."""
     kwargs.setdefault("check", True)
-    return subprocess.run(chroot_argv(root, cmd, elsewhere), env={**BASE_ENV, **(env or {})}, **kwargs)
+    return subprocess.run(chroot_argv(root, cmd, elsewhere, prefix), env={**BASE_ENV, **(env or {})}, **kwargs)
 
 
 def remove_tree(path: Path) -> None:

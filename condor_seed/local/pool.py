@@ -48,10 +48,15 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
 class Pool:
     """condor_master processes in the tree; `stop()` ends them all (workers first, then the seed)."""
 
-    def __init__(self, root: Path, log_dir: Path):
+    def __init__(self, root: Path, log_dir: Path, prefix: list[str] = ()):
         self.root = root
         self.log_dir = log_dir
+        self.prefix = list(prefix)  # e.g. enter the instance's network namespace
         self.masters: dict[str, subprocess.Popen] = {}
+
+    def run(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+        """A command in the tree, in the pool's network."""
+        return run_in(self.root, cmd, prefix=self.prefix, **kwargs)
 
     def condor(self, args: list[str], user: str | None = None, config: str | None = None,
                input: str | None = None, timeout: float = 60, elsewhere: bool = False,
@@ -61,14 +66,15 @@ class Pool:
         if user:
             args = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
                     "env", f"HOME=/home/{user}", f"USER={user}", *args]
-        return run_in(self.root, args, env=env, check=False, capture_output=True, text=True, input=input,
-                      timeout=timeout, elsewhere=elsewhere)
+        return self.run(args, env=env, check=False, capture_output=True, text=True, input=input,
+                        timeout=timeout, elsewhere=elsewhere)
 
     def start_master(self, name: str, config: str | None = None, elsewhere: bool = False) -> None:
         env = {**BASE_ENV, **({"CONDOR_CONFIG": config} if config else {})}
         with open(self.log_dir / f"master-{name}.out", "w") as out:
             # A new session: Ctrl-C reaches us, and we stop the daemons in order.
-            self.masters[name] = subprocess.Popen(chroot_argv(self.root, ["/usr/sbin/condor_master", "-f"], elsewhere),
+            self.masters[name] = subprocess.Popen(chroot_argv(self.root, ["/usr/sbin/condor_master", "-f"], elsewhere,
+                                                              self.prefix),
                                                   env=env, stdout=out, stderr=subprocess.STDOUT,
                                                   start_new_session=True)
 

@@ -1,11 +1,17 @@
 """`invoke smoke-test --target local`: boot the seed from its image and prove a real pool works.
 
-Booting is done the way an instance does it: the first-boot secret step, the public-IP boot script
-against the IMDSv2 emulator, then condor_master. The checks use HTCondor's own tools: the seed's
-daemons answer, TCP_FORWARDING_HOST is the emulated public IP, then per annex generation:
-gen-1 (condor_annex): an annex worker holding the pool password (and one holding only an IDTOKEN)
-joins, a job submitted by an unprivileged user runs on a worker with the right output, and a worker
-with the wrong password is refused; gen-2 (`htcondor annex`): see annex_gen2.
+The seed boots in its own network namespace laid out like an EC2 instance's network (netns.py):
+a private address on eth0, the public IPv4 routed to it but on no interface, the public hostname
+resolving to the private address (EC2's split-horizon DNS), instance metadata on 169.254.169.254
+and AWS endpoints emulated (cloud.py). Booting is done the way an instance does it: the first-boot
+secret step, the annex users' password copies, the public-IP boot script against the metadata
+service, then condor_master. The checks use HTCondor's own tools: the seed's daemons answer (with
+no collector update timeouts), TCP_FORWARDING_HOST / COLLECTOR_HOST / region come from the
+metadata; then per annex generation: gen-1 (condor_annex): the login user runs the real
+`condor_annex -setup`, `-check-setup` and annex creation with only the instance role (annex.py),
+an annex worker holding the pool password (and one holding only an IDTOKEN) joins, a job submitted
+by an unprivileged user runs on a worker with the right output, and a worker with the wrong
+password is refused; gen-2 (`htcondor annex`): see annex_gen2.
 Annex nodes run "elsewhere" (their own /tmp), as on another machine.
 Authorization (both generations): a stranger's client on another address is refused READ and
 WRITE; gen-1: the pool identity every annex worker holds cannot administer the seed.
@@ -15,23 +21,27 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import manifest
 from ..log import progress
-from ..imds import ImdsEmulator
 from ..recipe import Recipe
 from ..render import IMAGE_PATHS, MARKERS
 from . import rootfs
 from .build import LOCAL_BUILDER, OUT_DIR
-from .chroot import mounted, run_in
+from . import annex
 from .annex_gen2 import check_htcondor_annex
+from .chroot import mounted, run_in
+from .cloud import EmulatedCloud
+from . import netns
+from .netns import instance_network
 from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
 from .workarea import work_area
 
-EMULATED_PUBLIC_IP = "127.0.0.2"  # reaches the seed on this host: HTCondor binds all interfaces
+EMULATED_REGION = "us-west-2"  # the instance's public IP is a free TEST-NET-3 address per run (netns.py)
 SEED_FQDN = f"{os.uname().nodename}.condor-seed.test"  # the .test domain is reserved: never a real host
 WORKERS = {  # name: (address, shared port, kind)
     "annex-worker": ("127.0.0.3", 9619, "password"),
@@ -78,40 +88,86 @@ def latest_local_build(recipe: Recipe, out_dir: Path) -> tuple[Path, dict, Path]
     return path, build, image
 
 
-def _boot(root: Path, pool: Pool, imds_url: str, result: SmokeResult) -> None:
-    """What the systemd units do on an instance, in their order."""
-    libexec = IMAGE_PATHS["libexec"]
-    # The emulated public IP is on this host's loopback: the boot script's test-only allowance for it.
-    env = {"CONDOR_SEED_IMDS_ENDPOINT": imds_url, "CONDOR_SEED_ALLOW_LOOPBACK_IP": "yes"}
+def _boot_step(pool: Pool, script: str, expect: str) -> str:
+    proc = pool.run([f"{IMAGE_PATHS['libexec']}/{script}"], capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode or expect not in proc.stdout:
+        raise SmokeTestFailed(f"{script} failed: {(proc.stdout + proc.stderr).strip()}")
+    return proc.stdout.strip()
+
+
+def _boot(root: Path, pool: Pool, cloud: EmulatedCloud, result: SmokeResult) -> None:
+    """What the systemd units do on an instance, in their order; metadata at its real address."""
     start = time.monotonic()
-    first = run_in(root, [f"{libexec}/condor-seed-first-boot"], env=env, capture_output=True, text=True, check=False)
-    if first.returncode or MARKERS["first_boot"] not in first.stdout:
-        raise SmokeTestFailed(f"first-boot secret step failed: {(first.stdout + first.stderr).strip()}")
-    boot = run_in(root, [f"{libexec}/condor-seed-public-ip"], env=env, capture_output=True, text=True, check=False)
-    if boot.returncode or f"public-ip={EMULATED_PUBLIC_IP}" not in boot.stdout:
-        raise SmokeTestFailed(f"public-IP boot script failed: {(boot.stdout + boot.stderr).strip()}")
+    first = _boot_step(pool, "condor-seed-first-boot", MARKERS["first_boot"])
+    users = _boot_step(pool, "condor-seed-annex-users", "can run condor_annex")
+    _boot_step(pool, "condor-seed-public-ip", f"public-ip={cloud.net.public_ip}")
     # systemd's RuntimeDirectory would make these on an instance
-    run_in(root, ["install", "-d", "-o", "condor", "-g", "condor", "/run/condor", "/run/lock/condor"])
+    pool.run(["install", "-d", "-o", "condor", "-g", "condor", "/run/condor", "/run/lock/condor"])
     pool.start_master("seed")
-    ready = run_in(root, [f"{libexec}/condor-seed-ready"], env={"CONDOR_SEED_READY_TIMEOUT": "60"},
-                   capture_output=True, text=True, check=False, timeout=90)
+    ready = pool.run([f"{IMAGE_PATHS['libexec']}/condor-seed-ready"], env={"CONDOR_SEED_READY_TIMEOUT": "60"},
+                     capture_output=True, text=True, check=False, timeout=90)
     result.timings["boot to ready"] = time.monotonic() - start
     if ready.returncode or "collector negotiator schedd up" not in ready.stdout:
         raise SmokeTestFailed(f"seed daemons did not come up: {ready.stdout.strip()}")
-    result.passed("first boot created the pool secrets", first.stdout.strip().removeprefix(MARKERS["first_boot"]).strip())
+    result.passed("first boot created the pool secrets", first.removeprefix(MARKERS["first_boot"]).strip())
+    result.passed("login user got a private copy of the pool password", users.splitlines()[-1])
     result.passed("collector, negotiator and schedd answer", f"{result.timings['boot to ready']:.1f} s after boot")
 
 
-def _check_forwarding(pool: Pool, result: SmokeResult) -> None:
-    value = pool.condor(["condor_config_val", "TCP_FORWARDING_HOST"]).stdout.strip()
-    if value != EMULATED_PUBLIC_IP:
-        raise SmokeTestFailed(f"TCP_FORWARDING_HOST is {value!r}, expected the emulated public IP {EMULATED_PUBLIC_IP}")
-    result.passed("TCP_FORWARDING_HOST is the instance's public IP", value)
+def _check_instance_settings(root: Path, pool: Pool, cloud: EmulatedCloud, result: SmokeResult) -> None:
+    """What the boot script took from the metadata, and that the seed's own daemons did not stumble
+    over the public address being on none of its interfaces."""
+    wanted = {"TCP_FORWARDING_HOST": cloud.net.public_ip, "COLLECTOR_HOST": f"{cloud.public_hostname}:9618",
+              "ANNEX_DEFAULT_AWS_REGION": cloud.region}
+    got = {knob: pool.condor(["condor_config_val", knob]).stdout.strip() for knob in wanted}
+    if got != wanted:
+        raise SmokeTestFailed(f"settings from the instance metadata: got {got}, expected {wanted}")
+    result.passed("TCP_FORWARDING_HOST, COLLECTOR_HOST and region from the instance metadata",
+                  ", ".join(got.values()))
+    timeouts = [line for log in (root / "var/log/condor").glob("*Log") for line in log.read_text().splitlines()
+                if "Failed to send" in line and "collector" in line.lower() or "timeout reading" in line]
+    if timeouts:
+        raise SmokeTestFailed(f"collector update timeouts in the seed's logs: {timeouts[:3]}")
+    result.passed("no collector update timeouts in the seed's logs")
 
 
-def _workers_join(root: Path, pool: Pool, recipe: Recipe, result: SmokeResult) -> None:
+def _annex_as_login_user(pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult) -> None:
+    user, home = recipe.login_user, f"/home/{recipe.login_user}"
     start = time.monotonic()
-    collector = f"{EMULATED_PUBLIC_IP}:9618"
+    annex.setup_with_instance_role(pool, user, cloud)
+    result.passed(f"condor_annex -setup as {user} with only the instance role", "Setup successful.")
+    annex.check_setup(pool, user)
+    result.timings["condor_annex -setup, -check-setup"] = time.monotonic() - start
+    result.passed(f"condor_annex -check-setup as {user}", "Your setup looks OK.")
+    result.passed("condor_annex explains an unreadable SEC_PASSWORD_FILE",
+                  annex.unreadable_password_is_explained(pool, user, recipe.data["pool"]["password_file"]))
+    result.passed("condor_annex explains a wrong pool password", annex.wrong_password_is_explained(pool, user, home))
+    password = (pool.root / recipe.data["pool"]["password_file"].lstrip("/")).read_bytes()
+    result.passed("condor_annex creates an annex", annex.create_annex(pool, user, cloud, password))
+    result.passed("the emulator saw the role's key and session token", annex.signed_with_role(cloud))
+
+
+def _imdsv1_refused(root: Path, pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult) -> None:
+    """An instance launched with HttpTokens=required: the boot script warns (console and login
+    message), and condor_annex indeed cannot use the role. Allowed again, the warning goes."""
+    motd = root / IMAGE_PATHS["imds_motd"].lstrip("/")
+    cloud.imds.imdsv1 = False
+    try:
+        boot = _boot_step(pool, "condor-seed-public-ip", "WARNING imds-v1-refused")
+        if "--http-tokens optional" not in boot or not motd.exists():
+            raise SmokeTestFailed(f"IMDSv1 refused but no fix on the console / login message: {boot}")
+        stopped = annex.without_imdsv1(pool, recipe.login_user)
+    finally:
+        cloud.imds.imdsv1 = True
+    boot = _boot_step(pool, "condor-seed-public-ip", MARKERS["boot"])
+    if "WARNING" in boot or motd.exists():
+        raise SmokeTestFailed(f"the IMDSv1 warning stayed after IMDSv1 was allowed again: {boot}")
+    result.passed("IMDSv1 refused: console warning + login message with the fix", stopped)
+
+
+def _workers_join(root: Path, pool: Pool, recipe: Recipe, collector: str, result: SmokeResult) -> None:
+    """collector: what condor_annex writes into every worker's config, the seed's COLLECTOR_HOST."""
+    start = time.monotonic()
     token = pool.condor(["condor_token_create", "-identity", "condor@password", "-key",
                          Path(recipe.pool_signing_key_file).name])
     if token.returncode:
@@ -208,10 +264,10 @@ def _refusal_seen(root: Path, pool: Pool, args: list[str], address: str, **how) 
     return line
 
 
-def _outsider_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
+def _outsider_refused(root: Path, pool: Pool, public_ip: str, result: SmokeResult) -> None:
     """An unauthenticated client on another address gets neither READ nor WRITE."""
     name, address = OUTSIDER
-    config = pool.add_client(name, address, f"{EMULATED_PUBLIC_IP}:9618")
+    config = pool.add_client(name, address, f"{public_ip}:9618")
     schedd = _daemon_address(root, pool, "SCHEDD_ADDRESS_FILE")
     probes = {
         "READ collector (condor_status)": ["condor_status", "-any", "-af", "Name"],
@@ -243,28 +299,41 @@ def _worker_cannot_administer(root: Path, pool: Pool, result: SmokeResult) -> No
                   f"condor_reconfig as {denied.group(1)}: ADMINISTRATOR denied")
 
 
+def _instance_facts(root: Path, recipe: Recipe, cloud: EmulatedCloud) -> None:
+    """What the cloud provides and the image does not hold: names (the public hostname resolves to
+    the private address inside the VPC), the login user, trusted endpoints."""
+    private_ip = cloud.net.private_ip
+    # A cloud instance's name is fully qualified; HTCondor finds a daemon by a dotless name only
+    # through DNS (get_fqdn_from_hostname), which a pilot needs to attach to the seed's schedd.
+    write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n{private_ip}\t{SEED_FQDN}\t{os.uname().nodename}\n"
+                              f"{private_ip}\t{cloud.public_hostname}\n{cloud.hosts_line()}")
+    write(root / "etc/condor/config.d/90-instance.config", render_local("seed-instance.config.j2"))
+    bundle = root / "etc/ssl/certs/ca-certificates.crt"  # AWS's real CAs are trusted there
+    bundle.write_text((bundle.read_text() if bundle.exists() else "") + cloud.ca_pem)
+    # cloud-init makes the login user on first boot, before condor-seed-first-boot runs
+    run_in(root, ["useradd", "-m", "-s", "/bin/bash", recipe.login_user], capture_output=True)
+
+
 def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult) -> None:
     root = work / "rootfs"
     rootfs.unpack_image(image, root)
-    # Instance facts the cloud provides, not part of the image.
-    # A cloud instance's name is fully qualified; HTCondor finds a daemon by a dotless name only
-    # through DNS (get_fqdn_from_hostname), which a pilot needs to attach to the seed's schedd.
-    write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{SEED_FQDN}\t{os.uname().nodename}\n")
-    write(root / "etc/condor/config.d/90-instance.config", render_local("seed-instance.config.j2"))
-    with mounted(root) as root, ImdsEmulator(public_ip=EMULATED_PUBLIC_IP) as imds:
-        pool = Pool(root, work)
+    with instance_network() as net, EmulatedCloud(net, region=EMULATED_REGION) as cloud, mounted(root) as root:
+        _instance_facts(root, recipe, cloud)
+        pool = Pool(root, work, prefix=net.prefix)
         try:
-            _boot(root, pool, imds.url, result)
-            _check_forwarding(pool, result)
+            _boot(root, pool, cloud, result)
+            _check_instance_settings(root, pool, cloud, result)
             _login_user(root)
             if recipe.annex_generation == "htcondor-annex":
                 check_htcondor_annex(pool, lambda *job: _job_runs(pool, result, *job), result)
             else:
-                _workers_join(root, pool, recipe, result)
+                _annex_as_login_user(pool, recipe, cloud, result)
+                _imdsv1_refused(root, pool, recipe, cloud, result)
+                _workers_join(root, pool, recipe, f"{cloud.public_hostname}:9618", result)
                 _job_runs(pool, result)
                 _wrong_secret_refused(root, pool, result)
                 _worker_cannot_administer(root, pool, result)
-            _outsider_refused(root, pool, result)
+            _outsider_refused(root, pool, cloud.net.public_ip, result)
         finally:
             t = time.monotonic()
             pool.stop()
@@ -273,6 +342,12 @@ def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult
 
 def smoke_test_local(recipe: Recipe, out_dir: Path | None = None, keep_work: bool = False) -> SmokeResult:
     rootfs.require_root_tools()
+    missing = [tool for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")) if not shutil.which(tool)]
+    if missing:
+        raise SmokeTestFailed(f"missing {', '.join(missing)}: apt-get install iproute2 util-linux (or ./scripts/setup)")
+    stale = netns.remove_leftovers()
+    if stale:
+        progress(f"removed {len(stale)} network namespace(s) a killed run left: {', '.join(stale)}")
     out_dir = Path(out_dir or OUT_DIR)
     manifest_path, build, image = latest_local_build(recipe, out_dir)
     result = SmokeResult(build["packer_run_uuid"])

@@ -172,3 +172,22 @@ def test_imds_emulator_v1_switch():
         assert urllib.request.urlopen(f"{imds.url}/latest/meta-data/instance-id", timeout=5).read() == \
             b"i-0123456789abcdef0"
         assert imds.requests == [("GET-v1", "/latest/meta-data/instance-id")]
+
+
+def test_private_network_named_when_the_public_ip_is_nat(staged):
+    """Public IP on no interface: the VPC id names the private network and local-ipv4 is its address,
+    so the collector recognises COLLECTOR_HOST (resolving to the private IP) as itself."""
+    tree, config_dir, runtime = staged
+    knobs = ["PRIVATE_NETWORK_NAME", "PRIVATE_NETWORK_INTERFACE"]
+    with ImdsEmulator(public_ip="198.51.100.23", local_ipv4="172.31.5.9", vpc_id="vpc-0a1b2c3d4e5f67890",
+                      imdsv1=True) as imds:
+        run_boot_script(tree, runtime, imds.url)
+    assert effective_params(config_dir, knobs) == {"PRIVATE_NETWORK_NAME": "vpc-0a1b2c3d4e5f67890",
+                                                   "PRIVATE_NETWORK_INTERFACE": "172.31.5.9"}
+    with ImdsEmulator(public_ip="198.51.100.23", local_ipv4="172.31.5.9", vpc_id=None, imdsv1=True) as imds:
+        run_boot_script(tree, runtime, imds.url)
+    assert effective_params(config_dir, knobs)["PRIVATE_NETWORK_NAME"] == "i-0123456789abcdef0", "instance id"
+    with ImdsEmulator(public_ip=None, local_ipv4="172.31.5.9", imdsv1=True) as imds:
+        run_boot_script(tree, runtime, imds.url)
+    assert "PRIVATE_NETWORK" not in runtime.read_text(), "no NAT, nothing to name"
+    assert effective_params(config_dir, knobs)["PRIVATE_NETWORK_INTERFACE"] is None

@@ -70,17 +70,21 @@ def test_checks_catch_a_remote_method_at_daemon_level(tmp_path):
                                         ("debian13-local", "rhel9-x86_64")])
 def test_local_recipe_configures_what_its_ec2_recipe_does(local, ec2):
     """One place decides what a seed configures (the HTCondor version): the local recipe that proves
-    an EC2 recipe on real daemons renders the same files, apart from the loopback network snippet."""
+    an EC2 recipe on real daemons renders the same files (it boots in an EC2-like network namespace),
+    apart from the script naming the OS's login user (admin on Debian, ec2-user on RHEL)."""
     local_files = {f.path: f.content for f in render(load_recipe(local)).image_files}
     ec2_files = {f.path: f.content for f in render(load_recipe(ec2)).image_files}
     assert local_files.keys() == ec2_files.keys()
     differ = {path for path in local_files if local_files[path] != ec2_files[path]}
-    assert differ == {"/etc/condor/config.d/10-seed-network.config"}
+    assert differ == {"/usr/libexec/condor-seed/condor-seed-annex-users"}
 
 
-def test_local_recipe_binds_loopback(tmp_path):
-    _, v = _values(tmp_path, "debian13-local")
-    assert v["NETWORK_INTERFACE"] == "127.0.0.1" and v["COLLECTOR_HOST"] == "127.0.0.1:9618"
+def test_local_recipe_networks_like_ec2(tmp_path):
+    """The local seed boots in a network namespace laid out like an instance's: same settings as EC2."""
+    _, local = _values(tmp_path / "local", "debian13-local")
+    _, ec2 = _values(tmp_path / "ec2", "rhel9-x86_64")
+    assert local["NETWORK_INTERFACE"] == ec2["NETWORK_INTERFACE"] == "*"
+    assert local["COLLECTOR_HOST"] == ec2["COLLECTOR_HOST"]
 
 
 def test_missing_boot_file_leaves_tcp_forwarding_host_unset(tmp_path):

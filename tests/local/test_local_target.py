@@ -79,15 +79,38 @@ def test_build_writes_a_validated_sbom_of_what_dpkg_installed(local_out):
                for p in purls), version
 
 
+def _our_namespaces() -> set[str]:
+    from condor_seed.local.netns import NAME_PREFIX
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    return {name for name in listed if name.startswith(NAME_PREFIX)}
+
+
 def test_smoke_test_runs_a_real_pool(local_out, invoke):
+    namespaces_before = _our_namespaces()
     proc = invoke("smoke-test", "--target", "local", "--out", str(local_out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for check in ("collector, negotiator and schedd answer", "TCP_FORWARDING_HOST is the instance's public IP: 127.0.0.2",
-                  "annex workers joined", "job by unprivileged user alice ran on an annex worker",
-                  "worker with the wrong password refused"):
+    for check in (
+        "collector, negotiator and schedd answer",
+        "login user got a private copy of the pool password: CONDOR-SEED-FIRST-BOOT: annex-users: admin can run",
+        "TCP_FORWARDING_HOST, COLLECTOR_HOST and region from the instance metadata: 203.0.113.10, "
+        "ec2-203-0-113-10.us-west-2.compute.amazonaws.com:9618, us-west-2",
+        "no collector update timeouts in the seed's logs",
+        "condor_annex -setup as admin with only the instance role: Setup successful.",
+        "condor_annex -check-setup as admin: Your setup looks OK.",
+        "the emulator saw the role's key and session token",
+        "to cloudformation, ec2, events, lambda, s3 signed with ASIA",
+        "condor_annex explains an unreadable SEC_PASSWORD_FILE: Unable to open SEC_PASSWORD_FILE "
+        "'/etc/condor/condor_pool_password': Permission denied",
+        "condor_annex explains a wrong pool password: We were not authorized to advertise to the collector.",
+        "condor_annex creates an annex: annex started: connectivity check passed from outside",
+        "IMDSv1 refused: console warning + login message with the fix",
+        "annex workers joined", "job by unprivileged user alice ran on an annex worker",
+        "worker with the wrong password refused",
+    ):
         assert check in proc.stderr
     assert _manifest(local_out)["custom_data"]["smoke_test"] == "passed"
     _nothing_left(local_out)
+    assert _our_namespaces() <= namespaces_before, "the instance network namespace is removed"
 
 
 def test_ctrl_c_during_smoke_test_leaves_nothing(local_out):
@@ -98,7 +121,7 @@ def test_ctrl_c_during_smoke_test_leaves_nothing(local_out):
     deadline = time.monotonic() + 300
     for line in proc.stderr:
         seen.append(line)
-        if "TCP_FORWARDING_HOST is the instance's public IP" in line or time.monotonic() > deadline:
+        if "from the instance metadata" in line or time.monotonic() > deadline:
             break
     time.sleep(1.0)  # workers are starting now
     proc.send_signal(signal.SIGINT)
@@ -151,3 +174,7 @@ def test_sigkilled_run_is_cleaned_up_by_the_next(local_out):
     reaped = reap_stale(work)
     assert len(reaped) == 1
     _nothing_left(local_out)
+    from condor_seed.local import netns
+    stale = [name for name in netns.leftover_namespaces() if name.startswith(f"{netns.NAME_PREFIX}{proc.pid}-")]
+    assert len(stale) == 1, "the killed run left its instance network (what the next run removes)"
+    assert stale[0] in netns.remove_leftovers() and stale[0] not in netns.leftover_namespaces()
