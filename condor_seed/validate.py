@@ -78,6 +78,7 @@ QUERIED = EXPECTED_REQUIRED + [
     "DAEMON_LIST", "SEC_DAEMON_AUTHENTICATION_METHODS", "SEC_NEGOTIATOR_AUTHENTICATION_METHODS",
     "SEC_CLIENT_AUTHENTICATION_METHODS", "ALLOW_DAEMON", "SEC_PASSWORD_FILE", "SEC_TOKEN_POOL_SIGNING_KEY_FILE",
     "NETWORK_INTERFACE", "CONDOR_HOST", "COLLECTOR_HOST", "TCP_FORWARDING_HOST", "ANNEX_COLLECTOR",
+    "ALLOW_ADVERTISE_STARTD", "ANNEX_DEFAULT_ACCESS_KEY_FILE", "ANNEX_DEFAULT_SECRET_KEY_FILE",
 ]
 # Authorization of the seed (it listens on its public address).
 AUTHZ_LEVELS = ["READ", "WRITE", "ADMINISTRATOR", "NEGOTIATOR", "CONFIG"]
@@ -136,6 +137,11 @@ def check_condor_config(recipe: Recipe, values: dict, report: Report, public_ip:
                  f"got {values['ALLOW_DAEMON']!r}")
     report.check("ALLOW_DAEMON admits condor@password", "condor@password" in _words(values["ALLOW_DAEMON"]),
                  f"got {values['ALLOW_DAEMON']!r}")
+    report.check("no ALLOW_ADVERTISE_STARTD (startd ads fall back to ALLOW_DAEMON)",
+                 values["ALLOW_ADVERTISE_STARTD"] is None, f"got {values['ALLOW_ADVERTISE_STARTD']!r}")
+    for knob in ("ANNEX_DEFAULT_ACCESS_KEY_FILE", "ANNEX_DEFAULT_SECRET_KEY_FILE"):
+        report.check(f"{knob} = FROM INSTANCE (the instance role)", values[knob] == "FROM INSTANCE",
+                     f"got {values[knob]!r}")
     report.check("SEC_PASSWORD_FILE", values["SEC_PASSWORD_FILE"] == recipe.pool_password_file,
                  f"got {values['SEC_PASSWORD_FILE']!r}")
     if recipe.supports_idtokens:

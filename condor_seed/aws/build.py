@@ -238,7 +238,7 @@ class Build:
 
     def wait_image(self):
         self.image = images.finish_image(self.ec2, self.image_id, self.tags("image", self.ami_name), self.poller)
-        self.report(f"image {self.image_id} available; image and snapshots tagged; ImdsSupport=v2.0")
+        self.report(f"image {self.image_id} available; image and snapshots tagged")
 
     def installed_htcondor_version(self) -> str:
         """What the bake script reported installing (`… htcondor-version=24.0.5`), else the recipe's series."""

@@ -26,13 +26,13 @@ def encrypted(image: dict) -> bool:
 
 
 def finish_image(ec2, image_id: str, tags: dict[str, str], poller: Poller) -> dict:
-    """Wait for the image, tag its snapshots, set ImdsSupport=v2.0 (irreversible); return the image."""
+    """Wait for the image, tag its snapshots; return the image. It is not marked ImdsSupport=v2.0:
+    condor_annex's EC2 GAHP needs token-less metadata for the role's credentials (README, IMDS)."""
     wait_image_exists(ec2, image_id, poller)
     image = wait_image_available(ec2, image_id, poller)
     snapshots = snapshot_ids(image)
     if snapshots:
         ec2.create_tags(Resources=snapshots, Tags=tag_list(tags))
-    require_imds_v2(ec2, image_id)
     return image
 
 
@@ -80,11 +80,6 @@ def copy_image(ec2, *, source_region: str, source_id: str, name: str, descriptio
         SourceImageId=source_id, SourceRegion=source_region, Name=name, Description=description,
         ClientToken=client_token, TagSpecifications=tag_specs(tags, "image", "snapshot"),
     )["ImageId"]
-
-
-def require_imds_v2(ec2, image_id: str) -> None:
-    """ImdsSupport=v2.0: instances launched from it require IMDSv2 (irreversible)."""
-    ec2.modify_image_attribute(ImageId=image_id, ImdsSupport={"Value": "v2.0"})
 
 
 def set_description(ec2, image_id: str, description: str) -> None:

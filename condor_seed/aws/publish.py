@@ -10,7 +10,7 @@ missing):
 2. Copy to every target region concurrently (`copy_image` with a `ClientToken` derived from the source
    and the region, tags requested on the copy), an existing copy (found by tag or name) is reused.
 3. Per region, the steps of `publish_steps.region_steps()` (run by `pipeline.Pipeline`, and the very
-   list `--dry-run` prints): `ImdsSupport=v2.0`, description, tags on image and snapshots, deprecation
+   list `--dry-run` prints): description, tags on image and snapshots, deprecation
    time, rotation (prune) when the recipe asks, and LAST the launch permission `Group=all`; then the
    SSM parameter. A failure undoes what this run created in that region (deregister + delete snapshots).
 4. The manifest (a record, when the source came with one) lists every region's AMI; the report names

@@ -207,18 +207,11 @@ def _point_ssm(region: Region) -> None:
     point_ssm_at(region.ssm, parameter, region.image_id)
 
 
-def _imds(region: Region) -> None:
-    region.say(f"{region.image_id}: ImdsSupport=v2.0")
-    images.require_imds_v2(region.ec2, region.image_id)
-
-
 def region_steps() -> list[RegionStep]:
     """Every region's publish, in order (the plan prints the same list)."""
     return [
         RegionStep("copy", lambda r: r.image is None or r.image.get("State") != "available", _describe_copy,
                    _copy_or_wait, undo=_undo_copy),
-        RegionStep("ImdsSupport=v2.0", lambda r: r.changes("ImdsSupport", "v2.0"), lambda r: "ImdsSupport=v2.0",
-                   _imds),
         RegionStep("description", lambda r: r.changes("Description", r.recipe.ami_description()),
                    lambda r: "description",
                    lambda r: images.set_description(r.ec2, r.image_id, r.recipe.ami_description())),

@@ -104,6 +104,7 @@ class SignedRequest:
     path: str
     status: list = field(default_factory=list, compare=False)  # filled in when moto answers
     body: bytes = field(default=b"", compare=False, repr=False)  # Lambda invocations only (small)
+    action: str = field(default="", compare=False)  # the IAM action, e.g. "cloudformation:CreateStack"
 
 
 class _Recorder:
@@ -117,15 +118,17 @@ class _Recorder:
         match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         if not match:
             return self.app(environ, start_response)
+        service, path, method = match.group(3), environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        invocation = service == "lambda" and path.endswith("/invocations")
         body = b""
-        if match.group(3) == "lambda" and environ.get("PATH_INFO", "").endswith("/invocations"):
+        if invocation or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
-        request = SignedRequest(match.group(3), match.group(2), match.group(1),
-                                environ.get("HTTP_X_AMZ_SECURITY_TOKEN"), environ.get("REQUEST_METHOD", ""),
-                                environ.get("PATH_INFO", ""), body=body)
+        request = SignedRequest(service, match.group(2), match.group(1), environ.get("HTTP_X_AMZ_SECURITY_TOKEN"),
+                                method, path, body=body if invocation else b"",
+                                action=_action(service, method, path, body, environ))
         self.requests.append(request)
-        if body:
+        if invocation:
             # Emulator gap: moto 5.2.5 answers an Invoke sent as application/x-amz-json-1.1 (what
             # HTCondor's GAHP sends; AWS accepts any type) with an empty 404.
             environ["CONTENT_TYPE"] = "application/json"
@@ -136,6 +139,25 @@ class _Recorder:
             return start_response(status, headers, *exc_info)
 
         return self.app(environ, noting_status)
+
+
+_IAM_PREFIX = {"cloudformation": "cloudformation", "ec2": "ec2", "s3": "s3", "lambda": "lambda", "events": "events"}
+
+
+def _action(service: str, method: str, path: str, body: bytes, environ: dict) -> str:
+    """The IAM action a request needs: query protocols name it (Action=), JSON ones in X-Amz-Target,
+    REST ones by method and path (only the forms condor_annex uses)."""
+    from urllib.parse import parse_qs
+
+    name = (parse_qs(body.decode(errors="replace")).get("Action") or parse_qs(environ.get("QUERY_STRING", ""))
+            .get("Action") or [""])[0]
+    if not name and environ.get("HTTP_X_AMZ_TARGET"):
+        name = environ["HTTP_X_AMZ_TARGET"].rsplit(".", 1)[-1]
+    if not name and service == "lambda":
+        name = "InvokeFunction" if path.endswith("/invocations") else "GetFunction" if method == "GET" else ""
+    if not name and service == "s3":
+        name = {"PUT": "PutObject", "GET": "GetObject", "DELETE": "DeleteObject"}.get(method, "")
+    return f"{_IAM_PREFIX.get(service, service)}:{name or method + ' ' + path}"
 
 
 def public_hostname(public_ip: str, region: str) -> str:
@@ -221,6 +243,10 @@ class EmulatedCloud:
         return boto3.client(service, region_name=region or self.region, endpoint_url=f"https://{self.net.host_ip}",
                             verify=self._ca_file, aws_access_key_id="emulator-admin",
                             aws_secret_access_key="emulator-admin")
+
+    def actions_by_role(self) -> list[str]:
+        """The IAM actions the seed's role was used for (what its instance policy must allow)."""
+        return sorted({r.action for r in self.signed_by_role()})
 
     def signed_by_role(self) -> list[SignedRequest]:
         return [r for r in self.requests

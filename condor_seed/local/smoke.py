@@ -30,13 +30,11 @@ from .. import manifest
 from ..log import progress
 from ..recipe import Recipe
 from ..render import IMAGE_PATHS, MARKERS
-from . import rootfs
+from . import annex, netns, rootfs
 from .build import LOCAL_BUILDER, OUT_DIR
-from . import annex
 from .annex_gen2 import check_htcondor_annex
 from .chroot import mounted, run_in
 from .cloud import EmulatedCloud
-from . import netns
 from .netns import instance_network
 from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
 from .workarea import work_area
@@ -71,6 +69,7 @@ class SmokeResult:
     build_id: str
     checks: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    annex_actions: list[str] = field(default_factory=list)  # what iam/seed-instance-policy.json must allow
 
     def passed(self, name: str, detail: str = "") -> None:
         self.checks.append((name, detail))
@@ -140,11 +139,13 @@ def _annex_as_login_user(pool: Pool, recipe: Recipe, cloud: EmulatedCloud, resul
     result.timings["condor_annex -setup, -check-setup"] = time.monotonic() - start
     result.passed(f"condor_annex -check-setup as {user}", "Your setup looks OK.")
     result.passed("condor_annex explains an unreadable SEC_PASSWORD_FILE",
-                  annex.unreadable_password_is_explained(pool, user, recipe.data["pool"]["password_file"]))
+                  annex.unreadable_password_is_explained(pool, user, recipe.pool_password_file))
     result.passed("condor_annex explains a wrong pool password", annex.wrong_password_is_explained(pool, user, home))
-    password = (pool.root / recipe.data["pool"]["password_file"].lstrip("/")).read_bytes()
+    password = (pool.root / recipe.pool_password_file.lstrip("/")).read_bytes()
     result.passed("condor_annex creates an annex", annex.create_annex(pool, user, cloud, password))
     result.passed("the emulator saw the role's key and session token", annex.signed_with_role(cloud))
+    result.annex_actions = cloud.actions_by_role()
+    result.passed("IAM actions condor_annex used the role for", " ".join(result.annex_actions))
 
 
 def _imdsv1_refused(root: Path, pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult) -> None:

@@ -63,7 +63,8 @@ def test_every_operation_of_build_smoke_and_cleanup_is_allowed(emu):
         pass
     cleanup(emu.aws, "us-east-1", older_than=dt.timedelta(0), dry_run=False, report=lambda m: None)
     actions = emu.recorder.actions()
-    expected = {"sts:GetCallerIdentity", "ec2:RunInstances", "ec2:CreateImage", "ec2:ModifyImageAttribute",
+    # (no ModifyImageAttribute: the build no longer marks the image ImdsSupport=v2.0; publish still uses it)
+    expected = {"sts:GetCallerIdentity", "ec2:RunInstances", "ec2:CreateImage",
                 "ec2:GetImageBlockPublicAccessState", "ec2:GetEbsEncryptionByDefault", "ec2:DeregisterImage",
                 "ec2:DeleteSnapshot", "ec2:TerminateInstances", "ec2:DeleteSecurityGroup", "ec2:GetConsoleOutput",
                 "ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeRegions"}

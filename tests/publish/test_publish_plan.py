@@ -1,6 +1,6 @@
 """The `--dry-run` plan and the run come from one list of steps (publish_steps.region_steps), so the plan
 says exactly what a run would change. Against the emulator; mocked (the emulator lacks them): image block
-public access and EnableImageDeprecation. The emulator drops DeprecationTime, ImdsSupport and
+public access and EnableImageDeprecation. The emulator drops DeprecationTime and
 Description, so those steps stay "needed" on every run here, in the plan and in the run alike."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from publish_helpers import PARAMETER, REGIONS, make_seed, write_manifest
 
 FAST = {"poll_interval": 0.01}
 # The mutating calls each step makes (the prune step makes none while nothing is old enough to rotate).
-STEP_CALLS = {"ImdsSupport=v2.0": "ModifyImageAttribute", "description": "ModifyImageAttribute",
+STEP_CALLS = {"description": "ModifyImageAttribute",
               "tags on image and snapshots": "CreateTags", "deprecate at": "EnableImageDeprecation",
               "launch permission Group=all": "ModifyImageAttribute", f"SSM {PARAMETER}": "PutParameter"}
 
@@ -60,5 +60,5 @@ def test_the_first_plan_lists_every_step_in_run_order(emulated, tmp_path, capsys
     assert order[-2:] == ["public", "SSM parameter"]  # public only once all else is right; then announce it
     for region in REGIONS:
         words = planned[region]
-        assert words[0] == "ImdsSupport=v2.0" and words[-2:] == ["launch permission Group=all", f"SSM {PARAMETER}"]
+        assert words[0] == "description" and words[-2:] == ["launch permission Group=all", f"SSM {PARAMETER}"]
         assert "prune" in words
