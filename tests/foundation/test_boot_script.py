@@ -1,6 +1,7 @@
 """The rendered boot script, run for real (bash + curl) against the IMDSv2 emulator on 127.0.0.1."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -191,3 +192,25 @@ def test_private_network_named_when_the_public_ip_is_nat(staged):
         run_boot_script(tree, runtime, imds.url)
     assert "PRIVATE_NETWORK" not in runtime.read_text(), "no NAT, nothing to name"
     assert effective_params(config_dir, knobs)["PRIVATE_NETWORK_INTERFACE"] is None
+
+
+def test_reconfig_only_when_a_setting_changed(staged, tmp_path, monkeypatch):
+    """Rerun on a running seed (e.g. after an Elastic IP change): condor_reconfig only if the file's
+    settings changed. Stand-ins for a running condor_master (pidof) and condor_reconfig record calls."""
+    tree, _, runtime = staged
+    bin_dir, calls = tmp_path / "bin", tmp_path / "reconfig-calls"
+    bin_dir.mkdir()
+    (bin_dir / "pidof").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "condor_reconfig").write_text(f"#!/bin/sh\necho reconfig >> {calls}\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def boot(public_ip):
+        with ImdsEmulator(public_ip=public_ip, imdsv1=True) as imds:
+            return run_boot_script(tree, runtime, imds.url).stdout
+
+    assert "condor_reconfig done" in boot("198.51.100.23")
+    assert "condor_reconfig" not in boot("198.51.100.23"), "same settings: HTCondor is left alone"
+    assert "condor_reconfig done" in boot("198.51.100.99")
+    assert calls.read_text().split() == ["reconfig", "reconfig"]
