@@ -188,6 +188,8 @@ class EmulatedCloud:
         from werkzeug.serving import make_server
 
         default_user_config["lambda"] = {"use_docker": False}  # functions answer what we queue
+        from moto.moto_api._internal.models import moto_api_backend
+        moto_api_backend.reset()  # the emulator's state is per process: each cloud starts empty
         app = _Recorder(DomainDispatcherApplication(create_backend_app), self.requests, self._run_lambda)
         self.ca_pem, tls = _tls_context([self.host(s) for s in SERVICES.values()]
                                         + [f"*.{self.host('s3')}", self.net.host_ip])
@@ -260,7 +262,8 @@ class EmulatedCloud:
         from moto.core import DEFAULT_ACCOUNT_ID
 
         answer = self.check_connectivity_from_outside(request.body)
-        lambda_simple_backends[DEFAULT_ACCOUNT_ID][request.region].lambda_simple_results_queue.append(answer)
+        # exactly this invocation's answer (a retried or earlier invocation must not leave one behind)
+        lambda_simple_backends[DEFAULT_ACCOUNT_ID][request.region].lambda_simple_results_queue[:] = [answer]
 
     def check_connectivity_from_outside(self, event: bytes) -> str:
         """HTCondor's check-connectivity.py handler, run on the host (outside the VPC)."""
