@@ -18,6 +18,7 @@ WRITE; gen-1: the pool identity every annex worker holds cannot administer the s
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -346,6 +347,8 @@ def smoke_test_local(recipe: Recipe, out_dir: Path | None = None, keep_work: boo
     missing = [tool for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")) if not shutil.which(tool)]
     if missing:
         raise SmokeTestFailed(f"missing {', '.join(missing)}: apt-get install iproute2 util-linux (or ./scripts/setup)")
+    if importlib.util.find_spec("moto") is None:
+        raise SmokeTestFailed("missing moto (the emulated cloud): pip install -e '.[local]' (or ./scripts/setup)")
     stale = netns.remove_leftovers()
     if stale:
         progress(f"removed {len(stale)} network namespace(s) a killed run left: {', '.join(stale)}")

@@ -32,7 +32,7 @@ def test_htcondor_annex_works_for_the_login_user(sid_out, invoke):
     proc = invoke("smoke-test", "--target", "local", "--recipe", "debian-sid-local", "--out", str(sid_out),
                   timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for check in ("collector, negotiator and schedd answer", "TCP_FORWARDING_HOST is the instance's public IP",
+    for check in ("collector, negotiator and schedd answer", "TCP_FORWARDING_HOST, COLLECTOR_HOST and region from the instance metadata",
                   *GEN2_CHECKS):
         assert check in proc.stderr
     assert _last_build(sid_out)["custom_data"]["smoke_test"] == "passed"
