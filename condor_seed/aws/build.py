@@ -321,7 +321,7 @@ def run_concurrently(jobs: list[Callable[[Callable[[float], None]], object]], sl
         try:
             concurrent.futures.wait(futures)
         except KeyboardInterrupt:
-            progress("interrupted: stopping every build and undoing what each created")
+            progress(f"interrupted: stopping every {name} job and undoing what each created")
             cancel.set()
             _wait_quietly(futures)
             raise

@@ -18,7 +18,6 @@ missing):
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import datetime as dt
 import functools
@@ -30,13 +29,13 @@ from typing import Callable
 from .. import manifest as manifest_mod
 from ..errors import PublishError
 from ..log import progress
-from ..pipeline import Pipeline, Step
+from ..pipeline import Pipeline, Step, sigterm_as_interrupt
 from ..recipe import Recipe, load_recipe
 from . import images
 from .catalog import SOURCE_AMI_TAG, aws_errors, find_copies, published_tags
 from .publish_steps import Outcome, Region, client_token, describe_error, region_steps
 from .session import Aws
-from .build import BuildResult, secret_scan_result
+from .build import BuildResult, run_concurrently, secret_scan_result
 from .tags import BASE_AMI_TAG, BUILD_ID_TAG, EXPIRES_TAG, FINGERPRINT_TAG, RECIPE_TAG, SMOKE_TEST_TAG, parse_utc, tag_dict
 from .waiters import describe_image
 
@@ -280,9 +279,10 @@ class Publisher:
             extra[BUILD_ID_TAG] = self.source.build_id
         return published_tags(tag_dict(self.source.image.get("Tags")), extra)
 
-    def publish_region(self, name: str) -> Outcome:
-        """Run the region's steps (those still needed); a failure undoes this run's copy there."""
-        region = Region(self, name, image=None)
+    def publish_region(self, name: str, sleep: Callable[[float], None] = time.sleep) -> Outcome:
+        """Run the region's steps (those still needed); a failure undoes this run's copy there, and so
+        does an interrupt (`sleep` raises `Cancelled`), which then reaches the caller."""
+        region = Region(self, name, image=None, sleep=sleep)
         try:
             region.image = self.existing(name)
             region.outcome.image_id = region.image["ImageId"] if region.image else None
@@ -316,8 +316,12 @@ class Publisher:
             self.aws.ec2(region)
             self.aws.ssm(region)
         context = contextvars.copy_context()  # the caller's log prefix reaches the region threads
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(self.regions), 16)) as pool:
-            return list(pool.map(lambda region: context.copy().run(self.publish_region, region), self.regions))
+        # Ctrl-C or SIGTERM (under `sigterm_as_interrupt`) stops every region's wait; each undoes its own
+        # copy, then the interrupt reaches the caller. What finished stays: a re-run finds it and goes on.
+        futures = run_concurrently(
+            [functools.partial(lambda region, sleep: context.copy().run(self.publish_region, region, sleep), region)
+             for region in self.regions], time.sleep, "publish")
+        return [future.result() for future in futures]
 
     def record(self, outcomes: list[Outcome]) -> None:
         """Write every region's AMI into the manifest build (source first)."""
@@ -383,7 +387,8 @@ def publish(aws: Aws, source: Source, *, regions: list[str] | None = None, dry_r
             if refusal:
                 raise refusal
             return []
-    outcomes = publisher.publish_regions()
+    with sigterm_as_interrupt():
+        outcomes = publisher.publish_regions()
     publisher.record(outcomes)
     for outcome in outcomes:
         show(outcome.line())

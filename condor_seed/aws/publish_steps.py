@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -64,6 +65,7 @@ class Region:
     publisher: "Publisher"
     name: str
     image: dict | None  # the region's image: the source, a copy found from an earlier run, or None yet
+    sleep: Callable[[float], None] = time.sleep  # between polls; raises `Cancelled` once the run is interrupted
     outcome: Outcome = field(init=False)
 
     def __post_init__(self):
@@ -128,7 +130,8 @@ def _copy(region: Region) -> str:
 def _wait_available(region: Region) -> None:
     region.say(f"waiting for {region.image_id} to become available")
     publisher = region.publisher
-    poller = Poller(interval=publisher.poll_interval, timeout=publisher.copy_timeout, report=region.say)
+    poller = Poller(interval=publisher.poll_interval, timeout=publisher.copy_timeout, report=region.say,
+                    sleep=region.sleep)
     wait_image_exists(region.ec2, region.image_id, poller)
     wait_image_available(region.ec2, region.image_id, poller)
 
