@@ -42,6 +42,9 @@ def start_emulator() -> tuple[object, str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     from moto.server import ThreadedMotoServer
 
+    from condor_seed.emulator.aws import tag_snapshots_at_creation
+
+    tag_snapshots_at_creation()  # an emulator gap (see condor_seed.emulator.aws)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

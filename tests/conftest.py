@@ -19,6 +19,10 @@ def moto_server():
     os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     from moto.server import ThreadedMotoServer
 
+    from condor_seed.emulator.aws import tag_snapshots_at_creation
+
+    tag_snapshots_at_creation()  # an emulator gap, filled server-side so subprocesses see it too
+
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

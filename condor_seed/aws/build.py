@@ -1,7 +1,7 @@
 """`invoke build-seed`: bake a recipe on an EC2 instance (no SSH) and turn it into a tagged AMI.
 
 preflight -> base image -> security group -> builder (user data = bake script) -> wait for power-off
-and the success marker -> create_image -> image exists / available -> tags on snapshots, IMDSv2 ->
+and the success marker -> create_image -> image exists / available (snapshots tagged at creation), IMDSv2 ->
 terminate builder -> delete security group -> manifest. Every step undoes itself in reverse when a
 later one fails or the run is interrupted (Ctrl-C, SIGTERM).
 """
@@ -237,8 +237,8 @@ class Build:
         self.image_id = None
 
     def wait_image(self):
-        self.image = images.finish_image(self.ec2, self.image_id, self.tags("image", self.ami_name), self.poller)
-        self.report(f"image {self.image_id} available; image and snapshots tagged")
+        self.image = images.finish_image(self.ec2, self.image_id, self.poller)
+        self.report(f"image {self.image_id} available; snapshots tagged at creation")
 
     def installed_htcondor_version(self) -> str:
         """What the bake script reported installing (`… htcondor-version=24.0.5`), else the recipe's series."""

@@ -9,10 +9,11 @@ from .waiters import Poller, describe_image, error_code, wait_image_available, w
 
 
 def create_image(ec2, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:
-    # Snapshot tags go on after the image is available (create_tags), not as a `snapshot`
-    # TagSpecification here: that keeps one code path that works on AWS and on the emulator.
+    # The snapshots carry the build tags from the start: a run killed before the image is available
+    # leaves snapshots `cleanup` finds, and the builder needs no right to tag snapshots afterwards.
     return ec2.create_image(
-        InstanceId=instance_id, Name=name, Description=description, TagSpecifications=tag_specs(tags, "image")
+        InstanceId=instance_id, Name=name, Description=description,
+        TagSpecifications=tag_specs(tags, "image", "snapshot"),
     )["ImageId"]
 
 
@@ -25,14 +26,12 @@ def encrypted(image: dict) -> bool:
     return any(m.get("Ebs", {}).get("Encrypted") for m in image.get("BlockDeviceMappings") or [])
 
 
-def finish_image(ec2, image_id: str, tags: dict[str, str], poller: Poller) -> dict:
-    """Wait for the image, tag its snapshots; return the image. It is not marked ImdsSupport=v2.0:
-    condor_annex's EC2 GAHP needs token-less metadata for the role's credentials (README, IMDS)."""
+def finish_image(ec2, image_id: str, poller: Poller) -> dict:
+    """Wait for the image; return it (its snapshots were tagged at creation). It is not marked
+    ImdsSupport=v2.0: condor_annex's EC2 GAHP needs token-less metadata for the role's credentials
+    (README, IMDS)."""
     wait_image_exists(ec2, image_id, poller)
     image = wait_image_available(ec2, image_id, poller)
-    snapshots = snapshot_ids(image)
-    if snapshots:
-        ec2.create_tags(Resources=snapshots, Tags=tag_list(tags))
     return image
 
 

@@ -7,6 +7,9 @@
   powers the instance off (stops it in the moto backend), like the bake script's `systemctl
   poweroff` would.
   An instance launched from one of our images without user data plays the seed booting.
+- `tag_snapshots_at_creation` fills an emulator gap: moto 5.2.5 answers `create_image` with a
+  `snapshot` TagSpecification with HTTP 500; the patched backend takes that spec out before moto
+  sees it and puts its tags on the image's new snapshot itself, as AWS does.
 - `ImageDelays` makes images created by `create_image` start `pending` (or end `failed` with a
   StateReason), the way AWS takes minutes to snapshot.
 - `Recorder` records every API operation (and its parameters) made through a boto3 Session.
@@ -78,6 +81,27 @@ def add_rhel_images(region: str = "us-east-1") -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ subprocess runs
+def tag_snapshots_at_creation() -> None:
+    """Patch the in-process emulator (once, for the whole server): `create_image` tags the image's
+    snapshot from a `snapshot` TagSpecification instead of failing (see the module docstring)."""
+    from moto.ec2.models.amis import AmiBackend
+
+    original = AmiBackend.create_image
+    if getattr(original, "tags_snapshots", False):
+        return
+
+    def create_image(backend_self, instance_id, name, description, tag_specifications):
+        snapshot_tags = [tag for spec in tag_specifications if spec["ResourceType"] == "snapshot" for tag in spec["Tags"]]
+        others = [spec for spec in tag_specifications if spec["ResourceType"] != "snapshot"]
+        ami = original(backend_self, instance_id, name, description, tag_specifications=others)
+        for tag in snapshot_tags:
+            ami.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+        return ami
+
+    create_image.tags_snapshots = True
+    AmiBackend.create_image = create_image
+
+
 def private_recipe(folder, project) -> Path:
     """A copy of rhel9-x86_64 that is not published: a subprocess needs no image block public access
     answer (moto lacks the call, and the test's hooks do not reach another process)."""

@@ -90,6 +90,8 @@ def test_happy_path_every_resource_and_tag(emu):
     snapshot_ids = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"]]
     for snap in emu.ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]:
         assert tag_dict(snap["Tags"]) == want
+    # ...by CreateImage itself (the policy lets the builder tag no other snapshot), never afterwards.
+    assert not [c for c in emu.recorder.ops("CreateTags") if any(r.startswith("snap-") for r in c.params["Resources"])]
     # not marked ImdsSupport=v2.0: condor_annex's GAHP needs token-less metadata (README, IMDS)
     assert not [c for c in emu.recorder.calls if c.operation == "ModifyImageAttribute" and "ImdsSupport" in c.params]
     assert not image.get("Public")
@@ -192,7 +194,7 @@ def test_throttling_on_several_calls_is_retried(emu):
     from condor_seed.emulator.aws import Throttle
 
     throttle = Throttle(emu.aws.session, ["CreateSecurityGroup", "RunInstances", "DescribeInstances",
-                                          "CreateImage", "DescribeImages", "CreateTags"])
+                                          "CreateImage", "DescribeImages", "ModifyImageAttribute"])
     result = build(emu)
     assert sum(throttle.injected.values()) == 6
     assert len(emu.recorder.ops("RunInstances")) == 1  # retried by botocore, not by us
