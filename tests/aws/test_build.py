@@ -194,7 +194,7 @@ def test_throttling_on_several_calls_is_retried(emu):
     from condor_seed.emulator.aws import Throttle
 
     throttle = Throttle(emu.aws.session, ["CreateSecurityGroup", "RunInstances", "DescribeInstances",
-                                          "CreateImage", "DescribeImages", "ModifyImageAttribute"])
+                                          "CreateImage", "DescribeImages", "DeleteTags"])
     result = build(emu)
     assert sum(throttle.injected.values()) == 6
     assert len(emu.recorder.ops("RunInstances")) == 1  # retried by botocore, not by us
