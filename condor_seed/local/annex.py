@@ -91,11 +91,6 @@ def without_imdsv1(pool: Pool, user: str) -> str:
     return _first_error(out)
 
 
-class ConnectivityMismatch(AnnexCheckFailed):
-    """HTCondor's connectivity check reached a daemon whose instance id is not the collector's: seen
-    intermittently in the emulated network (cause not found yet, issue 10), never yet on AWS."""
-
-
 def create_annex(pool: Pool, user: str, cloud: EmulatedCloud, pool_password: bytes,
                  name: str = "smoke-annex") -> str:
     """Ask for one on-demand worker, all the way: HTCondor's connectivity check (its own Lambda code,
@@ -106,14 +101,6 @@ def create_annex(pool: Pool, user: str, cloud: EmulatedCloud, pool_password: byt
     with open(pool.root / "etc/hosts", "a") as hosts:  # the buckets -setup made, by their virtual-host names
         hosts.write(cloud.bucket_hosts_line())
     rc, out = _annex(pool, user, ["-yes", "-count", "1", "-annex-name", name, "-duration", "1"], timeout=300)
-    if "Connectivity check found wrong collector" in out:
-        # Seen intermittently (cause not found yet, see the issue 10 report): HTCondor's check reached a
-        # daemon at the public address whose instance id differs from the collector's. One more try.
-        first = out
-        rc, out = _annex(pool, user, ["-yes", "-count", "1", "-annex-name", name, "-duration", "1"], timeout=300)
-        out = f"{out}\n(first try: {_first_error(first)})"
-    if "Connectivity check found wrong collector" in out:
-        raise ConnectivityMismatch(f"{_first_error(out)}; connectivity check answered {cloud.connectivity_checks}")
     if rc or "Annex started." not in out:
         raise AnnexCheckFailed(f"condor_annex did not start the annex (rc={rc}): {out[-800:]}; "
                                f"connectivity check answered {cloud.connectivity_checks}")

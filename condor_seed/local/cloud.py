@@ -17,7 +17,9 @@
   answers what we queue, so for HTCondor's connectivity check (`HTCondorAnnex-CheckConnectivity`)
   we queue what HTCondor's own handler (check-connectivity.py) answers when run from the host, i.e.
   from outside the VPC, where the public hostname resolves to the public IP (its own /etc/hosts in a
-  private mount namespace) and the public IP is routed to the instance as EC2's NAT would.
+  private mount namespace) and the public IP is routed to the instance as EC2's NAT would. Its
+  socket crosses an emulated internet (internet_path.py): the check's outcome depends on how its
+  bytes arrive, see `check_connectivity_from_outside`.
 """
 from __future__ import annotations
 
@@ -266,10 +268,20 @@ class EmulatedCloud:
         lambda_simple_backends[DEFAULT_ACCOUNT_ID][request.region].lambda_simple_results_queue[:] = [answer]
 
     def check_connectivity_from_outside(self, event: bytes) -> str:
-        """HTCondor's check-connectivity.py handler, run on the host (outside the VPC)."""
+        """HTCondor's check-connectivity.py handler, run on the host (outside the VPC).
+
+        The handler sends a raw DC_QUERY_INSTANCE to port 9618, where the seed's shared_port daemon
+        listens; condor_annex compares the answer with the collector's instance id. shared_port
+        answers that command itself unless it hands the connection on to the collector, and
+        (HTCondor <= 24.0, before HTCONDOR-3420) it hands it on exactly when its peek at the command
+        sees a short read: the lone header byte a sender's TCP puts on a real network first, the
+        rest one round trip later. Over the emulated network's zero distance all 13 bytes usually
+        arrive together and shared_port answered with its own id ("Connectivity check found wrong
+        collector", 3 in 10 smoke tests); so the handler's socket crosses `AcrossTheInternet`."""
         hosts = Path(self._scratch.name) / "hosts-outside"
         hosts.write_text(f"127.0.0.1\tlocalhost\n{self.net.public_ip}\t{self.public_hostname}\n")
-        runner = ("import json, sys; sys.path.insert(0, sys.argv[1]); import importlib; "
+        runner = ("import json, socket, sys; from condor_seed.local.internet_path import AcrossTheInternet; "
+                  "socket.socket = AcrossTheInternet; sys.path.insert(0, sys.argv[1]); import importlib; "
                   "h = importlib.import_module('check-connectivity'); "
                   "r = h.condor_ping_handler(json.loads(sys.stdin.read()), None); "
                   "print(json.dumps(r, default=lambda b: b.decode(errors='replace')))")
