@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -32,11 +31,11 @@ import subprocess
 import sys
 import tempfile
 import re
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..emulator.tls import moto_app, serve_https, throwaway_tls
 from ..imds import ImdsEmulator, RoleCredentials
 from ..paths import TEMPLATES_DIR
 from .netns import METADATA_IP, InstanceNetwork
@@ -47,53 +46,6 @@ SERVICES = {"EC2": "ec2", "CF": "cloudformation", "S3": "s3", "LAMBDA": "lambda"
 SETUP_FILES = TEMPLATES_DIR / "condor-annex-setup"
 SETUP_VERSION = 11  # src/annex/annex-setup.cpp: "condor-annex/bucket-11.json" etc.
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
-
-
-def _san(name: str):
-    from cryptography import x509
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
-
-
-def _tls_context(names: list[str]):
-    """A throw-away CA and a server certificate for `names`: (CA PEM, server ssl.SSLContext)."""
-    import datetime
-    import ssl
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=1))
-
-    def certificate(subject, key, issuer, issuer_key, extensions):
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(valid[0]).not_valid_after(valid[1]))
-        for ext, critical in extensions:
-            builder = builder.add_extension(ext, critical=critical)
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "condor-seed smoke test CA (throw-away)")])
-    ca = certificate(ca_name, ca_key, ca_name, ca_key, [(x509.BasicConstraints(ca=True, path_length=0), True)])
-    leaf = certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]), key, ca_name, ca_key,
-                       [(x509.SubjectAlternativeName([_san(n) for n in names]), False),
-                        (x509.BasicConstraints(ca=False, path_length=None), True)])
-    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory(prefix="condor-seed-tls-") as scratch:
-        chain, key_file = f"{scratch}/cert.pem", f"{scratch}/key.pem"
-        with open(chain, "wb") as f:
-            f.write(pem(leaf))
-        with open(key_file, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-        context.load_cert_chain(chain, key_file)
-    return pem(ca).decode(), context
 
 
 @dataclass(frozen=True)
@@ -185,23 +137,18 @@ class EmulatedCloud:
     def start(self) -> "EmulatedCloud":
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         from moto.core.models import default_user_config
-        from moto.server import DomainDispatcherApplication, create_backend_app
-        from moto.server import MotoRequestHandler
-        from werkzeug.serving import make_server
 
         default_user_config["lambda"] = {"use_docker": False}  # functions answer what we queue
         from moto.moto_api._internal.models import moto_api_backend
         moto_api_backend.reset()  # the emulator's state is per process: each cloud starts empty
-        app = _Recorder(DomainDispatcherApplication(create_backend_app), self.requests, self._run_lambda)
-        self.ca_pem, tls = _tls_context([self.host(s) for s in SERVICES.values()]
-                                        + [f"*.{self.host('s3')}", self.net.host_ip])
+        tls = throwaway_tls([self.host(s) for s in SERVICES.values()] + [f"*.{self.host('s3')}", self.net.host_ip],
+                            "condor-seed smoke test CA")
+        self.ca_pem = tls.ca_pem
         self._scratch = tempfile.TemporaryDirectory(prefix="condor-seed-cloud-")
         self._ca_file = f"{self._scratch.name}/ca.pem"
         Path(self._ca_file).write_text(self.ca_pem)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
-        self._moto = make_server(self.net.host_ip, 443, app, threaded=True, request_handler=MotoRequestHandler,
-                                 ssl_context=tls)
-        threading.Thread(target=self._moto.serve_forever, name="aws-emulator", daemon=True).start()
+        self._moto = serve_https(_Recorder(moto_app(), self.requests, self._run_lambda), self.net.host_ip, 443, tls)
         self.imds = self.net.bind_inside(lambda: ImdsEmulator(
             public_ip=self.net.public_ip, host=METADATA_IP, port=80, public_hostname=self.public_hostname,
             region=self.region, role=self.role, imdsv1=self.imdsv1, local_ipv4=self.net.private_ip))

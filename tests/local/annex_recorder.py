@@ -25,7 +25,6 @@ seed image):
 """
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
@@ -39,6 +38,8 @@ import time
 import zipfile
 from pathlib import Path
 from urllib.parse import parse_qs
+
+from condor_seed.emulator.tls import moto_app, serve_https, throwaway_tls
 
 REGION = "us-east-1"
 USER = "alice"
@@ -185,50 +186,6 @@ def connectivity_stand_in() -> None:
     LambdaFunction._invoke_lambda = invoke
 
 
-def make_certificate(workdir: Path) -> tuple[Path, Path, Path]:
-    """A throw-away CA (trusted only inside the chroot) and a server certificate for the AWS names."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "condor-seed annex recorder CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CERT_NAMES[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in CERT_NAMES]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = workdir / "ca.crt", workdir / "server.crt", workdir / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
-def start_emulator(cert: Path, key: Path):
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    log = ActionLog(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 443, log, threaded=True,
-                         request_handler=MotoRequestHandler, ssl_context=(str(cert), str(key)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, log
-
-
 def arrange(aws) -> dict:
     """What exists before the user runs anything: their IAM user and key, the template buckets."""
     iam, s3 = aws("iam"), aws("s3")
@@ -329,9 +286,12 @@ def record(root: Path, workdir: Path) -> dict:
     import requests
     import urllib3
 
-    ca, cert, key = make_certificate(workdir)
+    tls = throwaway_tls(CERT_NAMES, "condor-seed annex recorder CA")
+    ca = workdir / "ca.crt"
+    ca.write_text(tls.ca_pem)
     connectivity_stand_in()
-    server, log = start_emulator(cert, key)
+    log = ActionLog(moto_app())
+    server = serve_https(log, "127.0.0.1", 443, tls)
     os.environ.update(AWS_ACCESS_KEY_ID=ARRANGER, AWS_SECRET_ACCESS_KEY=ARRANGER)
     # The arranging side (this process, talking to its own server) skips verification; condor_annex verifies.
     endpoint = "https://127.0.0.1:443"
@@ -368,6 +328,7 @@ def record(root: Path, workdir: Path) -> dict:
             collector.kill()
             collector.wait()
         server.shutdown()
+        server.server_close()
 
 
 def _user_setting(root: Path, name: str) -> str:
