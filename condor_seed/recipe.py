@@ -104,7 +104,8 @@ SCHEMA: dict[str, Any] = _obj(
         # the image's default login user (made by cloud-init on EC2): may run condor_annex
         "login_user": {"type": "string", "pattern": USER_RE},
         "ami": _obj({"name": _str, "description": _str}, ["name", "description"]),
-        # Third-party repository keys the bake imports only when their fingerprint is listed here.
+        # Third-party repository keys the bake imports only when their fingerprint is listed here (a RHEL
+        # recipe must pin its EL version and HTCondor channel: _check_signing_keys).
         "signing_keys": _obj(
             {
                 "epel": {"type": "object", "additionalProperties": {"type": "string", "pattern": FINGERPRINT_RE}},
@@ -355,6 +356,20 @@ def _check_templates(recipe: Recipe) -> None:
             raise RecipeError(f"{recipe.path}: ami.description: longer than 255 characters")
 
 
+def _check_signing_keys(recipe: Recipe) -> None:
+    """A RHEL bake trusts the EPEL and HTCondor repositories only by a pinned key: a recipe without
+    the pin for its EL version or HTCondor series is refused here, not when an instance fails to bake."""
+    if recipe.os_family != "rhel":
+        return  # Debian's apt checks its packages with the archive keyring
+    keys = recipe.data.get("signing_keys", {})
+    needed = {"epel": recipe.os_version, "htcondor": recipe.htcondor_channel}
+    for kind, series in needed.items():
+        if not keys.get(kind, {}).get(series):
+            known = ", ".join(sorted(k for k, pin in keys.get(kind, {}).items() if pin)) or "none"
+            raise RecipeError(f"{recipe.path}: signing_keys.{kind}: no pinned key fingerprint for {series!r} "
+                              f"(pinned: {known}); add the publisher's fingerprint, checked against two sources")
+
+
 def load_recipe(name_or_path: str | Path, recipes_dir: Path = RECIPES_DIR) -> Recipe:
     """Load one recipe by name (``rhel9-x86_64``) or path; raise RecipeError with one clear line."""
     candidate = Path(name_or_path)
@@ -378,6 +393,7 @@ def load_recipe(name_or_path: str | Path, recipes_dir: Path = RECIPES_DIR) -> Re
         raise RecipeError(f"{path}: {_field(err.absolute_path)}: {_explain(err)}")
     recipe = Recipe(name=name, path=path, data=data)
     _check_templates(recipe)
+    _check_signing_keys(recipe)
     return recipe
 
 

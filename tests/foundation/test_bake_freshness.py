@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from condor_seed.recipe import load_recipe
+from condor_seed.recipe import available_recipes, load_recipe
 from condor_seed.render import render
 
 
@@ -58,6 +58,26 @@ def test_package_report_comes_after_the_scan_and_before_success():
 def test_every_epel_version_a_recipe_can_name_has_a_pinned_key():
     keys = load_recipe("rhel9-x86_64").data["signing_keys"]["epel"]
     assert set(keys) >= {"8", "9", "10"} and all(re.fullmatch(r"[0-9A-F]{40}", v) for v in keys.values())
+
+
+@pytest.mark.parametrize("name", available_recipes())
+def test_every_rhel_recipe_pins_its_htcondor_series_and_the_bake_checks_it(name):
+    recipe = load_recipe(name)
+    if recipe.os_family != "rhel":
+        pytest.skip("Debian's apt checks the archive's packages with its own keyring")
+    pins = recipe.data["signing_keys"]["htcondor"].get(recipe.htcondor_channel)
+    assert pins and all(re.fullmatch(r"[0-9A-F]{40}", fpr) for fpr in pins), f"{name}: {recipe.htcondor_channel}: {pins}"
+    key_url = f"{recipe.htcondor_repo_base}/keys/HTCondor-{recipe.htcondor_channel}-Key"
+    assert f'import_key {key_url} "$keys/htcondor.key" {" ".join(pins)}\n' in bake(name)
+
+
+def test_the_shipped_series_keys_are_htcondors_published_ones():
+    """The OSG developer keys HTCondor signs 24.* and 25.* with (sources: recipes/defaults.yaml)."""
+    pins = load_recipe("rhel9-x86_64").data["signing_keys"]["htcondor"]
+    assert pins["24.0"] == ["F77FE0C70A9BAA739FD352C99DF75B52EFFC3BE6"]
+    assert pins["25.0"] == ["962A9BCDD330245F2703C88B74E5BE22D4E9B1FC"]
+    # HTCondor's signing script names them by their last 16 hex digits
+    assert pins["24.0"][0].endswith("9DF75B52EFFC3BE6") and pins["25.0"][0].endswith("74E5BE22D4E9B1FC")
 
 
 # ---------------------------------------------------------------- the key check, for real
@@ -119,10 +139,19 @@ def test_a_file_holding_a_pinned_and_an_unpinned_key_is_refused(tmp_path, keys):
     assert proc.returncode == 1 and not (tmp_path / "rpm.log").exists()
 
 
-def test_an_unpinned_series_warns_on_the_console(tmp_path, keys):
-    armored, fpr = keys["good"]
+def test_a_key_with_no_pin_is_refused_before_it_is_fetched(tmp_path, keys):
+    armored, _ = keys["good"]
     proc = run_key_functions(tmp_path, f'import_key "file://{armored}" {tmp_path}/k.asc')
-    assert proc.returncode == 0 and f"WARNING: no pinned fingerprint for file://{armored}; trusting key {fpr}" in proc.stdout
+    assert proc.returncode == 1 and f"FAILED recipe=rhel9-x86_64 no pinned fingerprint for file://{armored}" in proc.stdout
+    assert not (tmp_path / "k.asc").exists() and not (tmp_path / "rpm.log").exists()
+
+
+def test_a_file_holding_no_key_is_refused(tmp_path, keys):
+    page = tmp_path / "error.html"
+    page.write_text("<html>503 Service Unavailable</html>\n")
+    proc = run_key_functions(tmp_path, f'import_key "file://{page}" {tmp_path}/k.asc {keys["good"][1]}')
+    assert proc.returncode == 1 and f"file://{page} holds no OpenPGP public key" in proc.stdout
+    assert not (tmp_path / "rpm.log").exists()
 
 
 @pytest.mark.parametrize("rpm_k, ok", [

@@ -66,6 +66,14 @@ BAD = {
                              "ami.name: renders to 'seed#bad', not a valid AMI name"),
     "unknown parent": (lambda d: d.update(extends="nowhere"), "extends: no recipe named 'nowhere'"),
     "ec2 without base image pattern": (lambda d: d.pop("base_image"), "base_image: 'name_pattern' is missing"),
+    "htcondor series not pinned": (lambda d: d.update(htcondor={"channel": "23.0", "version": "23.0"}),
+                                   "signing_keys.htcondor: no pinned key fingerprint for '23.0' (pinned: 24.0, 24.x, "),
+    "htcondor pin emptied": (lambda d: d.update(signing_keys={"htcondor": {"24.0": []}}),
+                             "signing_keys.htcondor: no pinned key fingerprint for '24.0'"),
+    "epel version not pinned": (lambda d: d.update(os={"family": "rhel", "version": "7"}),
+                                "signing_keys.epel: no pinned key fingerprint for '7' (pinned: 10, 8, 9)"),
+    "malformed htcondor pin": (lambda d: d.update(signing_keys={"htcondor": {"24.0": ["9DF75B52EFFC3BE6"]}}),
+                               "signing_keys.htcondor.24.0.0: '9DF75B52EFFC3BE6' does not match"),
 }
 
 
