@@ -97,7 +97,9 @@ def keys(tmp_path_factory):
         armored.write_text(subprocess.run(["gpg", "--homedir", str(home), "--armor", "--export", fpr],
                                           check=True, capture_output=True, text=True).stdout)
         made[name] = (armored, fpr)
-    return made
+    yield made
+    # gpg started an agent for this home; a later run reusing the path (--basetemp) would find its dying socket
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
 def run_key_functions(tmp_path: Path, call: str, rpm_k_output: str = "") -> subprocess.CompletedProcess:
