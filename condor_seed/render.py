@@ -35,6 +35,7 @@ MARKERS = {
 }
 HEREDOC = "CONDOR_SEED_FILE_EOF"
 BAKE_SCRIPT = "bake.sh"
+PACKAGE_STEPS = "bake/debian-packages.sh.j2"
 
 # template (relative to templates/) -> (path in the image, mode)
 IMAGE_FILES: list[tuple[str, str, int]] = [
@@ -78,6 +79,7 @@ class RenderedTree:
     recipe: Recipe
     image_files: tuple[RenderedFile, ...]
     bake_script: RenderedFile
+    package_steps: str = ""  # Debian: the bake's apt steps alone (templates/bake/debian-packages.sh.j2)
 
     def file(self, path: str) -> RenderedFile:
         for f in self.image_files + (self.bake_script,):
@@ -149,4 +151,5 @@ def render(recipe: Recipe) -> RenderedTree:
     bake = env.get_template("bake/bake.sh.j2").render(
         context | {"files": image_files, "units": UNITS, "heredoc": HEREDOC, "leak_check": shell_functions()}
     )
-    return RenderedTree(recipe, tuple(image_files), RenderedFile(BAKE_SCRIPT, bake, 0o755))
+    package_steps = env.get_template(PACKAGE_STEPS).render(context) if recipe.os_family == "debian" else ""
+    return RenderedTree(recipe, tuple(image_files), RenderedFile(BAKE_SCRIPT, bake, 0o755), package_steps)

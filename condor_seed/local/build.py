@@ -5,6 +5,7 @@ result is scanned for secrets, packed as a zstd tarball and described by a manif
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import subprocess
@@ -77,39 +78,56 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError(f"{recipe.path}: os.codename: the local target needs the Debian suite (e.g. trixie)")
 
 
-def _bake(root: Path, script: str, log_path: Path) -> str:
-    """Run the bake script in the tree; stream its markers; return the HTCondor version it reports."""
+BAKE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
+            "CONDOR_SEED_POWEROFF": "no", "DEBIAN_FRONTEND": "noninteractive"}
+
+
+@contextlib.contextmanager
+def _build_helpers(root: Path):
     for rel, (text, mode) in BUILD_HELPERS.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         path.chmod(mode)
-    env = {"CONDOR_SEED_POWEROFF": "no", "DEBIAN_FRONTEND": "noninteractive"}
-    version, succeeded = "unknown", False
     try:
-        with mounted(root) as root:
-            (root / "run" / BAKE_SCRIPT).write_text(script)  # /run is a tmpfs: gone with the mounts
-            with open(log_path, "w") as log:
-                proc = subprocess.Popen(["chroot", str(root), "/bin/bash", f"/run/{BAKE_SCRIPT}"],
-                                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-                                             "HOME": "/root", **env},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                try:
-                    for line in proc.stdout:
-                        log.write(line)
-                        if line.startswith(MARKERS["bake"]):
-                            progress("  " + line.strip().removeprefix(MARKERS["bake"]).strip())
-                            if "htcondor-version=" in line:
-                                version = line.split("htcondor-version=", 1)[1].split()[0]
-                            succeeded = succeeded or " SUCCESS " in f" {line.strip()} "
-                    rc = proc.wait()
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
+        yield
     finally:
         for rel in BUILD_HELPERS:
             (root / rel).unlink(missing_ok=True)
+
+
+def _apply_package_steps(root: Path, package_steps: str) -> None:
+    """The bake's apt steps alone, as the bake runs them, for the cached package layer."""
+    script = f"set -euo pipefail\nstep() {{ echo \"step: $*\"; }}\n{package_steps}apt-get -q clean\n"
+    with _build_helpers(root), mounted(root) as root:
+        proc = subprocess.run(["chroot", str(root), "/bin/bash", "-c", script], env=BAKE_ENV,
+                              capture_output=True, text=True)
+    if proc.returncode:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+        raise BakeFailed(f"the bake's package steps failed in the cached layer:\n{tail}")
+
+
+def _bake(root: Path, script: str, log_path: Path) -> str:
+    """Run the bake script in the tree; stream its markers; return the HTCondor version it reports."""
+    version, succeeded = "unknown", False
+    with _build_helpers(root), mounted(root) as root:
+        (root / "run" / BAKE_SCRIPT).write_text(script)  # /run is a tmpfs: gone with the mounts
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(["chroot", str(root), "/bin/bash", f"/run/{BAKE_SCRIPT}"], env=BAKE_ENV,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    if line.startswith(MARKERS["bake"]):
+                        progress("  " + line.strip().removeprefix(MARKERS["bake"]).strip())
+                        if "htcondor-version=" in line:
+                            version = line.split("htcondor-version=", 1)[1].split()[0]
+                        succeeded = succeeded or " SUCCESS " in f" {line.strip()} "
+                rc = proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     if rc != 0 or not succeeded:
         tail = "\n".join(log_path.read_text().splitlines()[-15:])
         raise BakeFailed(f"bake script failed (exit {rc}); last lines of {log_path}:\n{tail}")
@@ -134,13 +152,20 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
         root = work / "rootfs"
         t = time.monotonic()
         if force:
-            rootfs.base_tarball_path(cache_dir, suite, recipe.architecture, mirror).unlink(missing_ok=True)
+            stale = rootfs.base_tarball_path(cache_dir, suite, recipe.architecture, mirror)
+            rootfs.remove_package_layers(stale)
+            stale.unlink(missing_ok=True)
         base, cached = rootfs.ensure_base(cache_dir, suite, recipe.architecture, mirror)
         timings["base" if not cached else "base (cached)"] = time.monotonic() - t
         t = time.monotonic()
-        rootfs.unpack(base, root)
+        layer, layer_cached = rootfs.ensure_package_layer(base, rootfs.base_digest(base), tree.package_steps,
+                                                                 _apply_package_steps)
+        timings["package layer" if not layer_cached else "package layer (cached)"] = time.monotonic() - t
+        t = time.monotonic()
+        rootfs.unpack(layer, root)
         timings["unpack"] = time.monotonic() - t
-        progress(f"base ready ({'cached' if cached else 'new'}): {base.name}; running the bake script")
+        progress(f"base ready ({'cached' if cached else 'new'}, packages {'cached' if layer_cached else 'installed'}):"
+                 f" {layer.name}; running the bake script")
         t = time.monotonic()
         version = _bake(root, tree.bake_script.content, work / "bake.log")
         timings["bake"] = time.monotonic() - t
