@@ -79,6 +79,7 @@ QUERIED = EXPECTED_REQUIRED + [
     "SEC_CLIENT_AUTHENTICATION_METHODS", "ALLOW_DAEMON", "SEC_PASSWORD_FILE", "SEC_TOKEN_POOL_SIGNING_KEY_FILE",
     "NETWORK_INTERFACE", "CONDOR_HOST", "COLLECTOR_HOST", "TCP_FORWARDING_HOST", "ANNEX_COLLECTOR",
     "ALLOW_ADVERTISE_STARTD", "ANNEX_DEFAULT_ACCESS_KEY_FILE", "ANNEX_DEFAULT_SECRET_KEY_FILE",
+    "ANNEX_USE_OLD_CREATE",
 ]
 # Authorization of the seed (it listens on its public address).
 AUTHZ_LEVELS = ["READ", "WRITE", "ADMINISTRATOR", "NEGOTIATOR", "CONFIG"]
@@ -157,6 +158,8 @@ def check_condor_config(recipe: Recipe, values: dict, report: Report, public_ip:
     if recipe.annex_generation == "htcondor-annex":
         report.check("HPC_ANNEX: AP collector", "AP_COLLECTOR" in daemons and bool(values["ANNEX_COLLECTOR"]),
                      f"DAEMON_LIST = {values['DAEMON_LIST']}, ANNEX_COLLECTOR = {values['ANNEX_COLLECTOR']!r}")
+        report.check("htcondor annex create keeps its EC2 path (ANNEX_USE_OLD_CREATE)",
+                     str(values["ANNEX_USE_OLD_CREATE"]).lower() == "true", f"got {values['ANNEX_USE_OLD_CREATE']!r}")
 
 
 def _identities(value: str | None) -> list[str]:

@@ -97,7 +97,10 @@ class LaunchResult:
                       "condor_annex -setup",
                       "and add workers:  condor_annex -count 1 -annex-name first-annex"]
         else:
-            lines += ["then:  htcondor annex create --help   (HTCondor 24.11+: `htcondor annex`)"]
+            lines += ["then, once per AWS account and region (unless launched with --no-setup-permissions):  "
+                      "htcondor annex setup",
+                      "queue jobs for an annex:  htcondor job submit --annex-name first-annex JOB.sub",
+                      "and add EC2 workers for them:  htcondor annex create first-annex m4.large@aws-ec2"]
         lines.append(f"remove it:  invoke launch-seed --region {self.region} --terminate --launch-id {self.launch_id}")
         return lines
 
