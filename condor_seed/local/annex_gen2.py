@@ -9,7 +9,9 @@ src/condor_scripts/annex/spark.sh):
   collector's key;
 * the pilot reports to the seed's annex collector (ANNEX_COLLECTOR, `?sock=ap_collector`) with that
   token and attaches directly to the seed's schedd; the user's jobs with a TargetAnnexName run there;
-* a pilot whose token was signed by any other key is refused.
+* a pilot whose token was signed by any other key is refused;
+* an EC2 annex instance (the EC2 path, `$(LIBEXEC)/condor_annex`, run by annex.py) is configured by
+  nothing but the tarball condor_annex uploaded: start_ec2_node and ec2_node_joined.
 
 Every annex node runs "elsewhere": its own /tmp, so FS cannot vouch for it as it would for a
 process on the seed itself. The same holds for `_fs_is_local_only`, which proves that the FS method
@@ -25,19 +27,18 @@ from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, wri
 
 ANNEX_NAME = "my-annex"
 # How each kind of annex node is configured: (template, its config.d file, where its tokens.d and
-# passwords.d live). "pilot": what the HPC pilot writes (annex/spark.sh); "ec2": what condor_annex
-# puts in an EC2 instance's tarball (annex.cpp), which `htcondor annex create` runs for EC2.
+# passwords.d live). "pilot": what the HPC pilot writes (annex/spark.sh).
 NODE_KINDS = {
     "pilot": ("annex-pilot.config.j2", "00-basic-pilot", "/var/lib/{name}"),
-    "ec2": ("annex-ec2.config.j2", "00ec2-dynamic.config", "/etc/{name}"),
 }
 # name: (address, kind, annex name, whose token). The job targets ANNEX_NAME, so it can run only on
-# annex-pilot; ec2-annex proves the EC2 configuration joins; rogue-pilot's token another key signed.
+# annex-pilot; rogue-pilot's token another key signed.
 ANNEX_NODES = {
     "annex-pilot": ("127.0.0.16", "pilot", ANNEX_NAME, "user"),
-    "ec2-annex": ("127.0.0.17", "ec2", "my-ec2-annex", "user"),
     "rogue-pilot": ("127.0.0.18", "pilot", ANNEX_NAME, "foreign-key"),
 }
+# An EC2 annex instance, configured by nothing but the tarball condor_annex uploaded (start_ec2_node).
+EC2_NODE = ("ec2-annex", "127.0.0.17")
 # The annex command's own token request (annex_create.py, create_annex_token).
 TOKEN_AUTHZ = ["READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER", "WRITE"]
 # what `htcondor job submit --annex-name NAME` adds to the user's submit file
@@ -141,14 +142,15 @@ def check_htcondor_annex(pool: Pool, run_job, result) -> None:
     def joined():
         listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
         slots = dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2)
-        return wanted <= slots.keys() and slots
+        ours = {slot: who for slot, who in slots.items() if slot.split("@")[1:2] in ([n] for n in ANNEX_NODES)}
+        return wanted <= ours.keys() and ours
 
     slots = wait_for("the annex nodes in the annex collector", joined, 90)
     result.timings["annex nodes join"] = time.monotonic() - start
     strangers = {slot: who for slot, who in slots.items() if who != identity}
     if strangers:
         raise SmokeTestFailed(f"annex nodes authenticated as someone else than the user's token: {strangers}")
-    result.passed("annex pilot and EC2 annex node joined the annex collector with the user's token",
+    result.passed("annex pilot joined the annex collector with the user's token",
                   ", ".join(f"{slot} as {who}" for slot, who in sorted(slots.items())))
     run_job(ANNEX_TARGETING, r"slot1_\d+@annex-pilot@", "ran on the annex pilot (direct attach)")
     _rogue_refused(pool, collector, result)
@@ -167,3 +169,35 @@ def _rogue_refused(pool: Pool, collector: str, result) -> None:
     if "rogue-pilot" in listed:
         raise SmokeTestFailed("a pilot holding a token signed by another key joined the annex collector")
     result.passed("pilot with a token signed by another key refused", f"{needle} (annex collector and pilot logs)")
+
+
+def start_ec2_node(pool: Pool, tarball: dict[str, bytes]) -> None:
+    """What an EC2 annex instance does with the tarball `htcondor annex create` had condor_annex put
+    in S3 (HTCondor's condor-annex-ec2 unpacks it into /etc/condor): its config.d/, tokens.d/ and
+    passwords.d/ unpacked into a stock install's /etc/NAME, nothing else; then HTCondor starts."""
+    name, address = EC2_NODE
+    config = tarball.get("config.d/00ec2-dynamic.config", b"").decode()
+    condor_config = pool.lay_out_worker(name, address, 0, "00ec2-dynamic.config", config)
+    for path, content in tarball.items():
+        if not path.startswith("config.d/"):
+            target = pool.root / "etc" / name / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(0o600)
+    pool.start_master(name, condor_config, elsewhere=True)
+
+
+def ec2_node_joined(pool: Pool, identity: str, result) -> None:
+    """The node start_ec2_node started reports to the annex collector as the annex's creator."""
+    collector, host = _config_val(pool, "ANNEX_COLLECTOR"), _config_val(pool, "FULL_HOSTNAME")
+    slot = f"slot1@{EC2_NODE[0]}@{host}"
+
+    def joined():
+        listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
+        return dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2).get(slot)
+
+    who = wait_for("the EC2 annex node in the annex collector", joined, 90)
+    if who != identity:
+        raise SmokeTestFailed(f"the EC2 annex node authenticated as {who}, not as its creator {identity}")
+    result.passed("EC2 annex node configured only by condor_annex's tarball joined the annex collector",
+                  f"{slot} as {identity}")

@@ -11,7 +11,10 @@ metadata; then per annex generation: gen-1 (condor_annex): the login user runs t
 `condor_annex -setup`, `-check-setup` and annex creation with only the instance role (annex.py),
 an annex worker holding the pool password (and one holding only an IDTOKEN) joins, a job submitted
 by an unprivileged user runs on a worker with the right output, and a worker with the wrong
-password is refused; gen-2 (`htcondor annex`): see annex_gen2.
+password is refused; gen-2 (`htcondor annex`): the same EC2 path as the login user
+(`htcondor annex setup`, `checksetup`, `create NAME TYPE@aws-ec2`, which run the real
+`$(LIBEXEC)/condor_annex`), a node configured by nothing but the tarball it uploaded joins and runs
+the user's job; the HPC pilot's checks: see annex_gen2.
 Annex nodes run "elsewhere" (their own /tmp), as on another machine.
 Authorization (both generations): a stranger's client on another address is refused READ and
 WRITE; gen-1: the pool identity every annex worker holds cannot administer the seed.
@@ -31,7 +34,7 @@ from .. import manifest
 from ..log import progress
 from ..recipe import Recipe
 from ..render import IMAGE_PATHS, MARKERS
-from . import annex, netns, rootfs
+from . import annex, annex_gen2, netns, rootfs
 from .build import LOCAL_BUILDER, OUT_DIR
 from .annex_gen2 import check_htcondor_annex
 from .chroot import mounted, run_in
@@ -63,6 +66,7 @@ should_transfer_files = YES
 queue
 """
 GEN1_TARGETING = "+MayUseAWS = TRUE"  # condor_annex's workers START only such jobs
+EC2_ANNEX_NAME = "smoke-annex"  # the annex the login user creates on (emulated) EC2
 
 
 @dataclass
@@ -131,22 +135,34 @@ def _check_instance_settings(root: Path, pool: Pool, cloud: EmulatedCloud, resul
     result.passed("no collector update timeouts in the seed's logs")
 
 
-def _annex_as_login_user(pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult) -> None:
-    user, home = recipe.login_user, f"/home/{recipe.login_user}"
+def _annex_as_login_user(pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult,
+                         before_create=None) -> dict[str, bytes]:
+    """The annex tool of the recipe's generation, as the image's login user with only the instance
+    role; `before_create(annex_name)` runs before the annex is asked for (gen-2 wants a job for it).
+    Returns the workers' configuration tarball condor_annex uploaded."""
+    user = annex.AnnexUser(pool, recipe.login_user, recipe.annex_generation)
+    setup, check = " ".join(user.command("setup")), " ".join(user.command("check-setup"))
     start = time.monotonic()
-    annex.setup_with_instance_role(pool, user, cloud)
-    result.passed(f"condor_annex -setup as {user} with only the instance role", "Setup successful.")
-    annex.check_setup(pool, user)
-    result.timings["condor_annex -setup, -check-setup"] = time.monotonic() - start
-    result.passed(f"condor_annex -check-setup as {user}", "Your setup looks OK.")
-    result.passed("condor_annex explains an unreadable SEC_PASSWORD_FILE",
-                  annex.unreadable_password_is_explained(pool, user, recipe.pool_password_file))
-    result.passed("condor_annex explains a wrong pool password", annex.wrong_password_is_explained(pool, user, home))
+    annex.setup_with_instance_role(user, cloud)
+    result.passed(f"{setup} as {user.name} with only the instance role", "Setup successful.")
+    annex.check_setup(user)
+    result.timings[f"{user.tool} setup, check-setup"] = time.monotonic() - start
+    result.passed(f"{check} as {user.name}", "Your setup looks OK.")
+    result.passed(f"{user.tool} explains an unreadable SEC_PASSWORD_FILE",
+                  annex.unreadable_password_is_explained(user, recipe.pool_password_file))
+    if recipe.annex_generation == "condor_annex":  # gen-2 workers hold a token, not the pool password
+        result.passed("condor_annex explains a wrong pool password", annex.wrong_password_is_explained(user))
     password = (pool.root / recipe.pool_password_file.lstrip("/")).read_bytes()
-    result.passed("condor_annex creates an annex", annex.create_annex(pool, user, cloud, password))
+    start = time.monotonic()
+    if before_create:
+        before_create(EC2_ANNEX_NAME)
+    detail, tarball = annex.create_annex(user, cloud, password, EC2_ANNEX_NAME)
+    result.timings[f"{user.tool} create"] = time.monotonic() - start
+    result.passed(f"{user.tool} creates an annex", detail)
     result.passed("the emulator saw the role's key and session token", annex.signed_with_role(cloud))
     result.annex_actions = cloud.actions_by_role()
     result.passed("IAM actions condor_annex used the role for", " ".join(result.annex_actions))
+    return tarball
 
 
 def _imdsv1_refused(root: Path, pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult) -> None:
@@ -158,7 +174,7 @@ def _imdsv1_refused(root: Path, pool: Pool, recipe: Recipe, cloud: EmulatedCloud
         boot = _boot_step(pool, "condor-seed-public-ip", "WARNING imds-v1-refused")
         if "--http-tokens optional" not in boot or not motd.exists():
             raise SmokeTestFailed(f"IMDSv1 refused but no fix on the console / login message: {boot}")
-        stopped = annex.without_imdsv1(pool, recipe.login_user)
+        stopped = annex.without_imdsv1(annex.AnnexUser(pool, recipe.login_user, recipe.annex_generation))
     finally:
         cloud.imds.imdsv1 = True
     boot = _boot_step(pool, "condor-seed-public-ip", MARKERS["boot"])
@@ -200,20 +216,31 @@ def _job_runs(pool: Pool, result: SmokeResult, targeting: str = GEN1_TARGETING,
     """The login user submits a job (`targeting`: the submit lines that aim it at annex nodes); it
     must run on a slot matching `slot` and write the right output."""
     start = time.monotonic()
-    job = pool.root / "home" / LOGIN_USER / "job"
+    job = _submit_job(pool, LOGIN_USER, "job", "condor_submit job.sub", targeting)
+    _job_ran(job, LOGIN_USER, slot, f"job by unprivileged user {LOGIN_USER} {where}", result)
+    result.timings["job round trip"] = time.monotonic() - start
+
+
+def _submit_job(pool: Pool, user: str, folder: str, submit: str, targeting: str = "") -> Path:
+    """The job in ~USER/FOLDER, submitted by the user with `submit` (a command run in that folder)."""
+    job = pool.root / "home" / user / folder
     write(job / "job.sh", JOB_SCRIPT, 0o755)
     write(job / "job.sub", JOB_SUBMIT.format(targeting=targeting))
-    run_in(pool.root, ["chown", "-R", f"{LOGIN_USER}:{LOGIN_USER}", f"/home/{LOGIN_USER}/job"])
-    submit = pool.condor(["sh", "-c", "cd ~/job && condor_submit job.sub"], user=LOGIN_USER)
-    if submit.returncode:
-        raise SmokeTestFailed(f"condor_submit as {LOGIN_USER} failed: {(submit.stdout + submit.stderr).strip()}")
+    run_in(pool.root, ["chown", "-R", f"{user}:{user}", f"/home/{user}/{folder}"])
+    submitted = pool.condor(["sh", "-c", f"cd ~/{folder} && {submit}"], user=user)
+    if submitted.returncode:
+        raise SmokeTestFailed(f"{submit} as {user} failed: {(submitted.stdout + submitted.stderr).strip()}")
+    return job
+
+
+def _job_ran(job: Path, user: str, slot: str, check: str, result: SmokeResult) -> None:
+    """The job in `job` finishes on a slot matching `slot`, run as `user`, with the right output."""
     log = job / "job.log"
     wait_for("the job to finish", lambda: log.exists() and "Job terminated" in log.read_text(), 120)
     output = (job / "out.txt").read_text()
-    if not re.search(rf"^user={LOGIN_USER} slot={slot}", output, re.M) or "args=one two" not in output:
+    if not re.search(rf"^user={user} slot={slot}", output, re.M) or "args=one two" not in output:
         raise SmokeTestFailed(f"unexpected job output: {output!r}")
-    result.timings["job round trip"] = time.monotonic() - start
-    result.passed(f"job by unprivileged user {LOGIN_USER} {where}", output.splitlines()[0])
+    result.passed(check, output.splitlines()[0])
 
 
 def _wrong_secret_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
@@ -316,6 +343,28 @@ def _instance_facts(root: Path, recipe: Recipe, cloud: EmulatedCloud) -> None:
     run_in(root, ["useradd", "-m", "-s", "/bin/bash", recipe.login_user], capture_output=True)
 
 
+def _gen2_checks(root: Path, pool: Pool, recipe: Recipe, cloud: EmulatedCloud, result: SmokeResult) -> None:
+    """`htcondor annex`: the EC2 path as the login user (setup, check-setup, create, which runs
+    condor_annex), an EC2 annex node configured by condor_annex's own tarball runs the user's job;
+    the HPC pilot's checks (annex_gen2) meanwhile."""
+    user = recipe.login_user
+    jobs = {}
+
+    def job_for(annex_name: str) -> None:  # `htcondor annex create` wants the annex's jobs queued first
+        jobs["ec2"] = _submit_job(pool, user, "ec2-job", f"htcondor job submit --annex-name {annex_name} job.sub")
+
+    tarball = _annex_as_login_user(pool, recipe, cloud, result, before_create=job_for)
+    _imdsv1_refused(root, pool, recipe, cloud, result)
+    start = time.monotonic()
+    annex_gen2.start_ec2_node(pool, tarball)
+    check_htcondor_annex(pool, lambda *job: _job_runs(pool, result, *job), result)
+    domain = pool.condor(["condor_config_val", "ANNEX_TOKEN_DOMAIN"]).stdout.strip()
+    annex_gen2.ec2_node_joined(pool, f"{user}@{domain}", result)
+    _job_ran(jobs["ec2"], user, rf"slot1_\d+@{annex_gen2.EC2_NODE[0]}@",
+             f"job by login user {user} ran on the EC2 annex node (direct attach)", result)
+    result.timings["EC2 annex node: start to job done"] = time.monotonic() - start
+
+
 def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult) -> None:
     root = work / "rootfs"
     rootfs.unpack_image(image, root)
@@ -327,7 +376,7 @@ def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult
             _check_instance_settings(root, pool, cloud, result)
             _login_user(root)
             if recipe.annex_generation == "htcondor-annex":
-                check_htcondor_annex(pool, lambda *job: _job_runs(pool, result, *job), result)
+                _gen2_checks(root, pool, recipe, cloud, result)
             else:
                 _annex_as_login_user(pool, recipe, cloud, result)
                 _imdsv1_refused(root, pool, recipe, cloud, result)
