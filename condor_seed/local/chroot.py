@@ -70,8 +70,9 @@ def mounted(root: Path):
     """proc, a private bind of /dev (+ /dev/pts, tmpfs /dev/shm), tmpfs /run, read-only
     resolv.conf. Yields the resolved root."""
     root = Path(root).resolve()
-    if mounts_under(root):
-        raise SeedError(f"{root} is already mounted ({', '.join(mounts_under(root))}): another run uses it")
+    inside = [m for m in mounts_under(root) if m != str(root)]  # the tree itself may be a tmpfs
+    if inside:
+        raise SeedError(f"{root} is already mounted ({', '.join(inside)}): another run uses it")
     done: list[str] = []
 
     def mount(args: list[str], target: Path) -> None:
@@ -105,7 +106,7 @@ def mounted(root: Path):
                 if subprocess.run(["umount", target], capture_output=True).returncode != 0:
                     kill_processes_in(root)
                     subprocess.run(["umount", "--lazy", target], capture_output=True)
-            left = mounts_under(root)
+            left = [m for m in mounts_under(root) if m != str(root)]
             if left:
                 progress(f"WARNING: still mounted under {root}: {', '.join(left)}")
 

@@ -120,9 +120,21 @@ def remove_package_layers(base: Path) -> None:
         layer.unlink(missing_ok=True)
 
 
-def unpack(tarball: Path, root: Path) -> None:
+def _empty(root: Path) -> None:
+    """An empty folder at root; a mount point (the work area's tmpfs) stays and is emptied."""
+    if os.path.ismount(root):
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                remove_tree(child)
+            else:
+                child.unlink()
+        return
     remove_tree(root)
     root.mkdir(parents=True)
+
+
+def unpack(tarball: Path, root: Path) -> None:
+    _empty(root)
     subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "-xpf", str(tarball)], check=True)
 
 
@@ -140,8 +152,7 @@ def pack(root: Path, image: Path) -> Path:
 
 
 def unpack_image(image: Path, root: Path) -> None:
-    remove_tree(root)
-    root.mkdir(parents=True)
+    _empty(root)
     subprocess.run(["tar", "-C", str(root), *TAR_FLAGS, "--zstd", "-xpf", str(image)], check=True)
 
 
