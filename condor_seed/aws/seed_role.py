@@ -27,6 +27,15 @@ def name_for(launch_id: str) -> str:
     return f"condor-seed-{launch_id}"
 
 
+def allowed_actions(setup: bool = True) -> set[str]:
+    """Every action the seed policy names (it names them exactly, no wildcards)."""
+    actions: set[str] = set()
+    for statement in json.loads(policy_document(setup))["Statement"]:
+        value = statement["Action"]
+        actions.update([value] if isinstance(value, str) else value)
+    return actions
+
+
 def policy_document(setup: bool = True) -> str:
     """The seed policy; without the `Setup…` statements when `condor_annex -setup` was already run
     (they let the role create roles and pass them on: as good as administrator rights)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import manifest
+from ..aws import seed_role
 from ..log import progress
 from ..recipe import Recipe
 from ..render import IMAGE_PATHS, MARKERS
@@ -161,7 +162,12 @@ def _annex_as_login_user(pool: Pool, recipe: Recipe, cloud: EmulatedCloud, resul
     result.passed(f"{user.tool} creates an annex", detail)
     result.passed("the emulator saw the role's key and session token", annex.signed_with_role(cloud))
     result.annex_actions = cloud.actions_by_role()
-    result.passed("IAM actions condor_annex used the role for", " ".join(result.annex_actions))
+    beyond = sorted(set(result.annex_actions) - seed_role.allowed_actions())
+    if beyond:
+        raise SmokeTestFailed(f"{user.tool} used the instance role for actions iam/seed-instance-policy.json "
+                              f"does not allow: {beyond}")
+    result.passed(f"IAM actions {user.tool} used the role for, all in iam/seed-instance-policy.json",
+                  " ".join(result.annex_actions))
     return tarball
 
 

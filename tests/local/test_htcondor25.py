@@ -28,6 +28,7 @@ EC2_CHECKS = (
     "htcondor annex creates an annex: annex started: tarball (COLLECTOR_HOST = <203.0.113.",
     f"admin@{SEED_FQDN}'s token (key AP), the user's own annex password, not the pool password) in S3",
     "the emulator saw the role's key and session token",
+    "IAM actions htcondor annex used the role for, all in iam/seed-instance-policy.json",
     "IMDSv1 refused: console warning + login message with the fix",
     "EC2 annex node configured only by condor_annex's tarball joined the annex collector",
     "job by login user admin ran on the EC2 annex node (direct attach): user=admin slot=slot1_1@ec2-annex@",

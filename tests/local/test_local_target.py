@@ -97,6 +97,7 @@ def test_smoke_test_runs_a_real_pool(local_out, invoke):
         "condor_annex -setup as admin with only the instance role: Setup successful.",
         "condor_annex -check-setup as admin: Your setup looks OK.",
         "the emulator saw the role's key and session token",
+        "IAM actions condor_annex used the role for, all in iam/seed-instance-policy.json",
         "to cloudformation, ec2, ",
         "condor_annex explains an unreadable SEC_PASSWORD_FILE: Unable to open SEC_PASSWORD_FILE "
         "'/etc/condor/condor_pool_password': Permission denied",
