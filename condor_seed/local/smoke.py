@@ -33,8 +33,9 @@ from pathlib import Path
 from .. import manifest
 from ..aws import seed_role
 from ..log import progress
+from ..fingerprint import fingerprint
 from ..recipe import Recipe
-from ..render import IMAGE_PATHS, MARKERS
+from ..render import IMAGE_PATHS, MARKERS, render
 from . import annex, annex_gen2, netns, rootfs
 from .build import LOCAL_BUILDER, OUT_DIR
 from .annex_gen2 import check_htcondor_annex
@@ -91,6 +92,19 @@ def latest_local_build(recipe: Recipe, out_dir: Path) -> tuple[Path, dict, Path]
     if not image.exists():
         raise SmokeTestFailed(f"{image}: image file missing (run `invoke build-seed --target local` again)")
     return path, build, image
+
+
+def built_from_other_sources(recipe: Recipe, build: dict) -> str | None:
+    """A note when the image was not built from this checkout's recipe and templates (its checks
+    follow this checkout): what to run so that they match again."""
+    data = build.get("custom_data", {})
+    if not data.get("fingerprint"):
+        return None
+    if fingerprint(render(recipe), data.get("base_image", ""), data.get("htcondor_version")) == data["fingerprint"]:
+        return None
+    return (f"note: {build.get('packer_run_uuid', 'the last build')} was built from another version of recipe "
+            f"{recipe.name} or of the templates than this checkout's; if a check fails for that reason, rebuild: "
+            f"invoke build-seed --target local --recipe {recipe.name}")
 
 
 def _boot_step(pool: Pool, script: str, expect: str) -> str:
@@ -411,6 +425,9 @@ def smoke_test_local(recipe: Recipe, out_dir: Path | None = None, keep_work: boo
     manifest_path, build, image = latest_local_build(recipe, out_dir)
     result = SmokeResult(build["packer_run_uuid"])
     progress(f"smoke test of {image.name}: unpack, boot, annex workers, a job")
+    stale = built_from_other_sources(recipe, build)
+    if stale:
+        progress(stale)
     start = time.monotonic()
     outcome, name = "failed", f"smoke-{result.build_id}-{secrets.token_hex(2)}"
     try:
