@@ -129,7 +129,8 @@ def test_a_key_with_the_pinned_fingerprint_is_imported(tmp_path, keys):
     armored, fpr = keys["good"]
     proc = run_key_functions(tmp_path, f'import_key "file://{armored}" {tmp_path}/k.asc OTHERFPR {fpr}')
     assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr
-    assert (tmp_path / "rpm.log").read_text() == f"--import {tmp_path}/k.asc\n"
+    assert (tmp_path / "rpm.log").read_text() == f"--import {tmp_path}/k.asc.pinned\n"
+    assert _fingerprints(tmp_path / "k.asc.pinned") == [fpr]
 
 
 def test_a_key_with_another_fingerprint_is_refused_and_never_imported(tmp_path, keys):
@@ -140,11 +141,22 @@ def test_a_key_with_another_fingerprint_is_refused_and_never_imported(tmp_path, 
     assert not (tmp_path / "rpm.log").exists()
 
 
-def test_a_file_holding_a_pinned_and_an_unpinned_key_is_refused(tmp_path, keys):
+def test_of_a_file_holding_a_pinned_and_an_unpinned_key_only_the_pinned_one_is_imported(tmp_path, keys):
     both = tmp_path / "both.asc"
-    both.write_text(keys["good"][0].read_text() + keys["evil"][0].read_text())
+    both.write_text(keys["evil"][0].read_text() + keys["good"][0].read_text())
     proc = run_key_functions(tmp_path, f'import_key "file://{both}" {tmp_path}/k.asc {keys["good"][1]}')
-    assert proc.returncode == 1 and not (tmp_path / "rpm.log").exists()
+    assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout + proc.stderr
+    assert f"also holds key {keys['evil'][1]}, which is not pinned: not imported" in proc.stdout
+    assert (tmp_path / "rpm.log").read_text() == f"--import {tmp_path}/k.asc.pinned\n"
+    assert _fingerprints(tmp_path / "k.asc.pinned") == [keys["good"][1]]
+
+
+def _fingerprints(armored: Path) -> list[str]:
+    """The primary keys' fingerprints in an armoured file (what rpm --import would trust)."""
+    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--show-keys", str(armored)],
+                             capture_output=True, text=True, check=True).stdout
+    lines = listing.splitlines()
+    return [lines[i + 1].split(":")[9] for i, line in enumerate(lines) if line.startswith("pub:")]
 
 
 def test_a_key_with_no_pin_is_refused_before_it_is_fetched(tmp_path, keys):
