@@ -83,9 +83,11 @@ def _tree_in_memory(tree: Path) -> bool:
     if _memory_available() < TREE_TMPFS_MIN_AVAILABLE:
         return False
     tree.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TREE_TMPFS_SIZE},mode=0755", "condor-seed-tree", str(tree)],
-                   check=True, capture_output=True)
-    return True
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TREE_TMPFS_SIZE},mode=0755", "condor-seed-tree",
+                            str(tree)], capture_output=True, text=True)
+    if mount.returncode:  # e.g. no tmpfs in this container: the disk will do, only slower
+        progress(f"note: no tmpfs for the work tree ({mount.stderr.strip()}); using the disk")
+    return mount.returncode == 0
 
 
 def _unmount_tree(tree: Path) -> None:

@@ -48,3 +48,17 @@ def test_a_killed_runs_tmpfs_is_reaped(tmp_path):
     assert workarea._tree_in_memory(work / workarea.TREE)
     assert workarea.reap_stale(tmp_path) == [work]
     assert mounts_under(tmp_path) == [] and not work.exists()
+
+
+def test_no_tmpfs_falls_back_to_the_disk(tmp_path, monkeypatch):
+    real_run = workarea.subprocess.run
+
+    def refuse_tmpfs(args, **kwargs):
+        if args[:3] == ["mount", "-t", "tmpfs"]:
+            return real_run(["sh", "-c", "echo 'mount: permission denied' >&2; exit 32"], **kwargs)
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(workarea.subprocess, "run", refuse_tmpfs)
+    with workarea.work_area(tmp_path, "build-4") as work:
+        assert not os.path.ismount(work / workarea.TREE) and (work / workarea.TREE).is_dir()
+    assert not (tmp_path / "build-4").exists()
