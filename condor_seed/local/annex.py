@@ -75,7 +75,7 @@ class AnnexUser:
         return proc.returncode, (proc.stdout + proc.stderr).strip()
 
     def config_val(self, knob: str) -> str:
-        return self.pool.condor(["condor_config_val", knob], user=self.name).stdout.strip()
+        return self.pool.config_val(knob, user=self.name)
 
 
 def setup_with_instance_role(user: AnnexUser, cloud: EmulatedCloud) -> str:

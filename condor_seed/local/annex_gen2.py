@@ -26,16 +26,14 @@ import time
 from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
 
 ANNEX_NAME = "my-annex"
-# How each kind of annex node is configured: (template, its config.d file, where its tokens.d and
-# passwords.d live). "pilot": what the HPC pilot writes (annex/spark.sh).
-NODE_KINDS = {
-    "pilot": ("annex-pilot.config.j2", "00-basic-pilot", "/var/lib/{name}"),
-}
-# name: (address, kind, annex name, whose token). The job targets ANNEX_NAME, so it can run only on
-# annex-pilot; rogue-pilot's token another key signed.
+# How an HPC pilot configures itself (annex/spark.sh): its config.d file, from this template, and
+# where its tokens.d and passwords.d live.
+PILOT_TEMPLATE, PILOT_CONFIG_FILE, PILOT_SECRETS = "annex-pilot.config.j2", "00-basic-pilot", "/var/lib/{name}"
+# name: (address, whose token). The job targets ANNEX_NAME, so it can run only on annex-pilot;
+# rogue-pilot's token another key signed.
 ANNEX_NODES = {
-    "annex-pilot": ("127.0.0.16", "pilot", ANNEX_NAME, "user"),
-    "rogue-pilot": ("127.0.0.18", "pilot", ANNEX_NAME, "foreign-key"),
+    "annex-pilot": ("127.0.0.16", "user"),
+    "rogue-pilot": ("127.0.0.18", "foreign-key"),
 }
 # An EC2 annex instance, configured by nothing but the tarball condor_annex uploaded (start_ec2_node).
 EC2_NODE = ("ec2-annex", "127.0.0.17")
@@ -43,10 +41,6 @@ EC2_NODE = ("ec2-annex", "127.0.0.17")
 TOKEN_AUTHZ = ["READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER", "WRITE"]
 # what `htcondor job submit --annex-name NAME` adds to the user's submit file
 ANNEX_TARGETING = f'MY.TargetAnnexName = "{ANNEX_NAME}"'
-
-
-def _config_val(pool: Pool, knob: str, user: str | None = None) -> str:
-    return pool.condor(["condor_config_val", knob], user=user).stdout.strip()
 
 
 def _token_fetch(pool: Pool, key: str, token_name: str, elsewhere: bool = False):
@@ -84,7 +78,7 @@ def _fs_is_local_only(pool: Pool, key: str, result) -> None:
 
 def _fetch_annex_token(pool: Pool, key: str, result) -> tuple[str, str]:
     """What `htcondor annex create` runs first, as the login user; returns the token and its identity."""
-    token_name = f"{ANNEX_NAME}.{LOGIN_USER}@{_config_val(pool, 'ANNEX_TOKEN_DOMAIN')}"
+    token_name = f"{ANNEX_NAME}.{LOGIN_USER}@{pool.config_val('ANNEX_TOKEN_DOMAIN')}"
     fetched = _token_fetch(pool, key, token_name)
     token = pool.root / "home" / LOGIN_USER / ".condor/tokens.d" / token_name
     if fetched.returncode or not token.exists():
@@ -109,14 +103,13 @@ def _foreign_token(pool: Pool, identity: str, key: str) -> str:
 
 
 def _start_annex_node(pool: Pool, name: str, token: str, collector: str, schedd: str, host: str) -> None:
-    address, kind, annex_name, _ = ANNEX_NODES[name]
-    template, config_file, secrets_dir = NODE_KINDS[kind]
-    config = render_local(template, collector=collector, login_user=LOGIN_USER, login_host=host,
-                          noclaim_shutdown=1200, lifetime=3600, owners=LOGIN_USER, annex_name=annex_name,
+    address, _ = ANNEX_NODES[name]
+    config = render_local(PILOT_TEMPLATE, collector=collector, login_user=LOGIN_USER, login_host=host,
+                          noclaim_shutdown=1200, lifetime=3600, owners=LOGIN_USER, annex_name=ANNEX_NAME,
                           request_id=secrets.token_hex(8), schedd_name=schedd)
-    condor_config = pool.lay_out_worker(name, address, 0, config_file, config)
-    secrets_dir = pool.root / secrets_dir.format(name=name).lstrip("/")
-    write(secrets_dir / "tokens.d" / f"{annex_name}.token", token, 0o600)
+    condor_config = pool.lay_out_worker(name, address, 0, PILOT_CONFIG_FILE, config)
+    secrets_dir = pool.root / PILOT_SECRETS.format(name=name).lstrip("/")
+    write(secrets_dir / "tokens.d" / f"{ANNEX_NAME}.token", token, 0o600)
     write(secrets_dir / "passwords.d/POOL", secrets.token_urlsafe(16), 0o600)  # the annex's own, as annex create makes
     pool.start_master(name, condor_config, elsewhere=True)
 
@@ -124,9 +117,9 @@ def _start_annex_node(pool: Pool, name: str, token: str, collector: str, schedd:
 def check_htcondor_annex(pool: Pool, run_job, result) -> None:
     """Token fetch by the login user, an annex pilot joins and runs their job, a rogue pilot is refused."""
     start = time.monotonic()
-    key = _config_val(pool, "ANNEX_TOKEN_KEY_NAME")
-    collector = _config_val(pool, "ANNEX_COLLECTOR")
-    host = _config_val(pool, "FULL_HOSTNAME")
+    key = pool.config_val("ANNEX_TOKEN_KEY_NAME")
+    collector = pool.config_val("ANNEX_COLLECTOR")
+    host = pool.config_val("FULL_HOSTNAME")
     _fs_is_local_only(pool, key, result)
     token, identity = _fetch_annex_token(pool, key, result)
     # annex_create.py asks the annex collector for the schedd's name, and so does this test.
@@ -135,14 +128,13 @@ def check_htcondor_annex(pool: Pool, run_job, result) -> None:
     if len(names) != 1:
         raise SmokeTestFailed(f"the annex collector {collector} lists schedds {names} ({schedds.stderr.strip()})")
     foreign = _foreign_token(pool, identity, key)
-    for name, (*_, whose) in ANNEX_NODES.items():
+    for name, (_, whose) in ANNEX_NODES.items():
         _start_annex_node(pool, name, token if whose == "user" else foreign, collector, names[0], host)
-    wanted = {f"slot1@{name}@{host}" for name, (*_, whose) in ANNEX_NODES.items() if whose == "user"}
+    wanted = {f"slot1@{name}@{host}" for name, (_, whose) in ANNEX_NODES.items() if whose == "user"}
 
     def joined():
-        listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
-        slots = dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2)
-        ours = {slot: who for slot, who in slots.items() if slot.split("@")[1:2] in ([n] for n in ANNEX_NODES)}
+        ours = {slot: who for slot, who in _annex_slots(pool, collector).items()
+                if slot.split("@")[1:2] and slot.split("@")[1] in ANNEX_NODES}
         return wanted <= ours.keys() and ours
 
     slots = wait_for("the annex nodes in the annex collector", joined, 90)
@@ -171,6 +163,12 @@ def _rogue_refused(pool: Pool, collector: str, result) -> None:
     result.passed("pilot with a token signed by another key refused", f"{needle} (annex collector and pilot logs)")
 
 
+def _annex_slots(pool: Pool, collector: str) -> dict[str, str]:
+    """{slot name: the identity it authenticated as} in the annex collector."""
+    listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
+    return dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2)
+
+
 def start_ec2_node(pool: Pool, tarball: dict[str, bytes]) -> None:
     """What an EC2 annex instance does with the tarball `htcondor annex create` had condor_annex put
     in S3 (HTCondor's condor-annex-ec2 unpacks it into /etc/condor): its config.d/, tokens.d/ and
@@ -187,16 +185,12 @@ def start_ec2_node(pool: Pool, tarball: dict[str, bytes]) -> None:
     pool.start_master(name, condor_config, elsewhere=True)
 
 
-def ec2_node_joined(pool: Pool, identity: str, result) -> None:
+def ec2_node_joined(pool: Pool, creator: str, result) -> None:
     """The node start_ec2_node started reports to the annex collector as the annex's creator."""
-    collector, host = _config_val(pool, "ANNEX_COLLECTOR"), _config_val(pool, "FULL_HOSTNAME")
+    collector, host = pool.config_val("ANNEX_COLLECTOR"), pool.config_val("FULL_HOSTNAME")
+    identity = f"{creator}@{pool.config_val('ANNEX_TOKEN_DOMAIN')}"
     slot = f"slot1@{EC2_NODE[0]}@{host}"
-
-    def joined():
-        listed = pool.condor(["condor_status", "-pool", collector, "-af", "Name", "AuthenticatedIdentity"]).stdout
-        return dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2).get(slot)
-
-    who = wait_for("the EC2 annex node in the annex collector", joined, 90)
+    who = wait_for("the EC2 annex node in the annex collector", lambda: _annex_slots(pool, collector).get(slot), 90)
     if who != identity:
         raise SmokeTestFailed(f"the EC2 annex node authenticated as {who}, not as its creator {identity}")
     result.passed("EC2 annex node configured only by condor_annex's tarball joined the annex collector",

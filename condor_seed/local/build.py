@@ -25,7 +25,7 @@ from ..scan import scan_tree
 from . import rootfs
 from .chroot import mounted
 from .mirror import system_mirror
-from .workarea import work_area
+from .workarea import TREE, work_area
 
 LOCAL_BUILDER = "condor-seed.local"
 OUT_DIR = PROJECT_DIR / "out"
@@ -149,7 +149,7 @@ def build_local(recipe: Recipe, force: bool = False, cache_dir: Path | None = No
     start = time.monotonic()
     progress(f"local build {build_id}: recipe {recipe.name}, Debian {suite}")
     with work_area(out_dir / "work", build_id, keep=keep_work) as work:
-        root = work / "rootfs"
+        root = work / TREE
         t = time.monotonic()
         if force:
             stale = rootfs.base_tarball_path(cache_dir, suite, recipe.architecture, mirror)

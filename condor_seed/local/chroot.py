@@ -65,12 +65,17 @@ def _run(args: list[str]) -> None:
         raise SeedError(f"{' '.join(args)} failed: {proc.stderr.strip()}")
 
 
+def _mounts_inside(root: Path) -> list[str]:
+    """Mount points below root, not root itself (the tree may be a tmpfs of its own)."""
+    return [m for m in mounts_under(root) if m != str(root)]
+
+
 @contextlib.contextmanager
 def mounted(root: Path):
     """proc, a private bind of /dev (+ /dev/pts, tmpfs /dev/shm), tmpfs /run, read-only
     resolv.conf. Yields the resolved root."""
     root = Path(root).resolve()
-    inside = [m for m in mounts_under(root) if m != str(root)]  # the tree itself may be a tmpfs
+    inside = _mounts_inside(root)
     if inside:
         raise SeedError(f"{root} is already mounted ({', '.join(inside)}): another run uses it")
     done: list[str] = []
@@ -106,7 +111,7 @@ def mounted(root: Path):
                 if subprocess.run(["umount", target], capture_output=True).returncode != 0:
                     kill_processes_in(root)
                     subprocess.run(["umount", "--lazy", target], capture_output=True)
-            left = [m for m in mounts_under(root) if m != str(root)]
+            left = _mounts_inside(root)
             if left:
                 progress(f"WARNING: still mounted under {root}: {', '.join(left)}")
 

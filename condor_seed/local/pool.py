@@ -69,6 +69,10 @@ class Pool:
         return self.run(args, env=env, check=False, capture_output=True, text=True, input=input,
                         timeout=timeout, elsewhere=elsewhere)
 
+    def config_val(self, knob: str, user: str | None = None) -> str:
+        """A knob's value as the seed's configuration (as `user`, with their user_config) gives it."""
+        return self.condor(["condor_config_val", knob], user=user).stdout.strip()
+
     def start_master(self, name: str, config: str | None = None, elsewhere: bool = False) -> None:
         env = {**BASE_ENV, **({"CONDOR_CONFIG": config} if config else {})}
         with open(self.log_dir / f"master-{name}.out", "w") as out:

@@ -75,11 +75,16 @@ def _debootstrap(tarball: Path, suite: str, architecture: str, mirror: str) -> N
             deb.unlink()
         for rel in HOST_LEFTOVERS:
             (scratch / rel).unlink(missing_ok=True)
-        partial = tarball.with_suffix(".part")
-        subprocess.run(["tar", "-C", str(scratch), *TAR_FLAGS, "-cf", str(partial), "."], check=True)
-        partial.rename(tarball)  # atomic: a killed run never leaves a half base behind
+        _tar_atomically(scratch, tarball)
     finally:
         remove_tree(scratch)
+
+
+def _tar_atomically(tree: Path, tarball: Path) -> None:
+    """An uncompressed tarball of `tree`, renamed into place: a killed run never leaves half of one."""
+    partial = tarball.with_suffix(".part")
+    subprocess.run(["tar", "-C", str(tree), *TAR_FLAGS, "-cf", str(partial), "."], check=True)
+    partial.rename(tarball)
 
 
 LAYER_MAX_AGE_S = 24 * 3600  # a day: the bake's upgrade on top stays small
@@ -87,7 +92,11 @@ LAYER_MAX_AGE_S = 24 * 3600  # a day: the bake's upgrade on top stays small
 
 def package_layer_path(base: Path, base_digest: str, package_steps: str) -> Path:
     key = hashlib.sha256(f"{base_digest}\n{package_steps}".encode()).hexdigest()[:12]
-    return base.with_name(f"{base.stem}-packages-{key}.tar")
+    return base.with_name(f"{_layer_prefix(base)}{key}.tar")
+
+
+def _layer_prefix(base: Path) -> str:
+    return f"{base.stem}-packages-"
 
 
 def ensure_package_layer(base: Path, base_digest: str, package_steps: str,
@@ -104,19 +113,21 @@ def ensure_package_layer(base: Path, base_digest: str, package_steps: str,
         try:
             unpack(base, scratch)
             apply(scratch, package_steps)
-            partial = layer.with_suffix(".part")
-            subprocess.run(["tar", "-C", str(scratch), *TAR_FLAGS, "-cf", str(partial), "."], check=True)
-            partial.rename(layer)  # atomic: a killed run never leaves a half layer behind
+            _tar_atomically(scratch, layer)
         finally:
             remove_tree(scratch)
-    for other in base.parent.glob(f"{base.stem}-packages-*.tar"):  # outdated ones are never used again
+    for other in _package_layers(base):  # outdated ones are never used again
         if other != layer and time.time() - other.stat().st_mtime >= LAYER_MAX_AGE_S:
             other.unlink(missing_ok=True)
     return layer, False
 
 
+def _package_layers(base: Path) -> list[Path]:
+    return list(base.parent.glob(f"{_layer_prefix(base)}*.tar"))
+
+
 def remove_package_layers(base: Path) -> None:
-    for layer in base.parent.glob(f"{base.stem}-packages-*.tar"):
+    for layer in _package_layers(base):
         layer.unlink(missing_ok=True)
 
 

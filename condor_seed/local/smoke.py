@@ -43,7 +43,7 @@ from .chroot import mounted, run_in
 from .cloud import EmulatedCloud
 from .netns import instance_network
 from .pool import LOGIN_USER, Pool, SmokeTestFailed, render_local, wait_for, write
-from .workarea import work_area
+from .workarea import TREE, work_area
 
 EMULATED_REGION = "us-west-2"  # the instance's public IP is a free TEST-NET-3 address per run (netns.py)
 SEED_FQDN = f"{os.uname().nodename}.condor-seed.test"  # the .test domain is reserved: never a real host
@@ -138,7 +138,7 @@ def _check_instance_settings(root: Path, pool: Pool, cloud: EmulatedCloud, resul
     over the public address being on none of its interfaces."""
     wanted = {"TCP_FORWARDING_HOST": cloud.net.public_ip, "COLLECTOR_HOST": f"{cloud.public_hostname}:9618",
               "ANNEX_DEFAULT_AWS_REGION": cloud.region}
-    got = {knob: pool.condor(["condor_config_val", knob]).stdout.strip() for knob in wanted}
+    got = {knob: pool.config_val(knob) for knob in wanted}
     if got != wanted:
         raise SmokeTestFailed(f"settings from the instance metadata: got {got}, expected {wanted}")
     result.passed("TCP_FORWARDING_HOST, COLLECTOR_HOST and region from the instance metadata",
@@ -276,7 +276,7 @@ def _wrong_secret_refused(root: Path, pool: Pool, result: SmokeResult) -> None:
 
 def _daemon_address(root: Path, pool: Pool, knob: str) -> str:
     """A seed daemon's address, from the file it writes (the collector also lists the workers' masters)."""
-    path = pool.condor(["condor_config_val", knob]).stdout.strip()
+    path = pool.config_val(knob)
     address = (root / path.lstrip("/")).read_text().splitlines()[0] if path and (root / path.lstrip("/")).exists() else ""
     if not address.startswith("<"):
         raise SmokeTestFailed(f"no address in the seed's {knob} ({path or 'undefined'})")
@@ -378,15 +378,14 @@ def _gen2_checks(root: Path, pool: Pool, recipe: Recipe, cloud: EmulatedCloud, r
     start = time.monotonic()
     annex_gen2.start_ec2_node(pool, tarball)
     check_htcondor_annex(pool, lambda *job: _job_runs(pool, result, *job), result)
-    domain = pool.condor(["condor_config_val", "ANNEX_TOKEN_DOMAIN"]).stdout.strip()
-    annex_gen2.ec2_node_joined(pool, f"{user}@{domain}", result)
+    annex_gen2.ec2_node_joined(pool, user, result)
     _job_ran(jobs["ec2"], user, rf"slot1_\d+@{annex_gen2.EC2_NODE[0]}@",
              f"job by login user {user} ran on the EC2 annex node (direct attach)", result)
     result.timings["EC2 annex node: start to job done"] = time.monotonic() - start
 
 
 def _boot_and_check(image: Path, work: Path, recipe: Recipe, result: SmokeResult) -> None:
-    root = work / "rootfs"
+    root = work / TREE
     rootfs.unpack_image(image, root)
     with instance_network() as net, EmulatedCloud(net, region=EMULATED_REGION) as cloud, mounted(root) as root:
         _instance_facts(root, recipe, cloud)
@@ -435,7 +434,7 @@ def smoke_test_local(recipe: Recipe, out_dir: Path | None = None, keep_work: boo
             _boot_and_check(image, work, recipe, result)
         outcome = "passed"
     except TimeoutError as exc:
-        hint = f"logs: {work}/rootfs/var/log/condor" if keep_work else "rerun with --keep-work to keep the logs"
+        hint = f"logs: {work / TREE}/var/log/condor" if keep_work else "rerun with --keep-work to keep the logs"
         raise SmokeTestFailed(f"{exc} ({hint})") from None
     finally:
         manifest.set_result(manifest_path, result.build_id, "smoke_test", outcome)
